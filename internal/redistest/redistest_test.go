@@ -1,0 +1,62 @@
+package redistest
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+)
+
+func TestClientAnswers(t *testing.T) {
+	t.Parallel()
+	c := Client(t)
+	if err := c.Ping(t.Context()).Err(); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+}
+
+func TestPrefixUnique(t *testing.T) {
+	t.Parallel()
+	seen := make(map[string]bool)
+	for range 100 {
+		p := Prefix(t)
+		if !strings.HasPrefix(p, "test:") || !strings.HasSuffix(p, ":") {
+			t.Fatalf("Prefix = %q, want test:<random>:", p)
+		}
+		if seen[p] {
+			t.Fatalf("Prefix repeated %q", p)
+		}
+		seen[p] = true
+	}
+}
+
+// The two start-up paths are exercised directly so they stay working even on
+// machines where TEST_REDIS_URL short-circuits URL.
+
+func TestStartRedisServer(t *testing.T) {
+	t.Parallel()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("redis-server not on PATH")
+	}
+	pingURL(t, startRedisServer(t, bin))
+}
+
+func TestStartMiniredis(t *testing.T) {
+	t.Parallel()
+	pingURL(t, startMiniredis(t))
+}
+
+func pingURL(t *testing.T, url string) {
+	t.Helper()
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatalf("ParseURL(%q): %v", url, err)
+	}
+	c := redis.NewClient(opts)
+	defer c.Close()
+	if err := c.Set(t.Context(), Prefix(t)+"k", "v", 0).Err(); err != nil {
+		t.Fatalf("SET on %s: %v", url, err)
+	}
+}
