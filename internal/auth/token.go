@@ -1,0 +1,136 @@
+package auth
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// ErrInvalidToken covers every reason an access token is refused: malformed,
+// wrong algorithm or key, expired, not yet valid, wrong issuer or audience.
+var ErrInvalidToken = errors.New("auth: invalid token")
+
+// maxTokenBytes bounds what the parser will even look at; real tokens are a few
+// hundred bytes, and a huge header should cost nothing.
+const maxTokenBytes = 8 << 10
+
+// leeway tolerates small clock differences between replicas.
+const leeway = 30 * time.Second
+
+// tokenTypeAccess marks access tokens, so other token kinds can never pass as one.
+const tokenTypeAccess = "access"
+
+// Claims is what an access token says about its bearer.
+type Claims struct {
+	UserID    string
+	Tier      string
+	ID        string // jti
+	ExpiresAt time.Time
+}
+
+type accessClaims struct {
+	Tier string `json:"tier"`
+	Typ  string `json:"typ"`
+	jwt.RegisteredClaims
+}
+
+// Tokens issues and verifies access tokens with one HMAC key and algorithm.
+type Tokens struct {
+	key      []byte
+	method   jwt.SigningMethod
+	ttl      time.Duration
+	issuer   string
+	audience string
+	now      func() time.Time
+	parser   *jwt.Parser
+}
+
+// TokenOptions configures Tokens.
+type TokenOptions struct {
+	Secret    string
+	Algorithm string // HS256, HS384 or HS512
+	TTL       time.Duration
+	Issuer    string
+	Audience  string
+	Now       func() time.Time // for tests; time.Now when nil
+}
+
+// NewTokens builds a Tokens from its options.
+func NewTokens(o TokenOptions) (*Tokens, error) {
+	m := jwt.GetSigningMethod(o.Algorithm)
+	if _, ok := m.(*jwt.SigningMethodHMAC); !ok {
+		return nil, fmt.Errorf("auth: unsupported algorithm %q", o.Algorithm)
+	}
+	if o.Secret == "" {
+		return nil, errors.New("auth: empty signing secret")
+	}
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	t := &Tokens{key: []byte(o.Secret), method: m, ttl: o.TTL, issuer: o.Issuer, audience: o.Audience, now: now}
+	// The parser pins the one configured algorithm: a token claiming "none",
+	// RS256 or any other alg is refused before its signature is looked at.
+	t.parser = jwt.NewParser(
+		jwt.WithValidMethods([]string{m.Alg()}),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuer(o.Issuer),
+		jwt.WithAudience(o.Audience),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(leeway),
+		jwt.WithTimeFunc(now),
+	)
+	return t, nil
+}
+
+// TTL is how long an issued token lives.
+func (t *Tokens) TTL() time.Duration { return t.ttl }
+
+// Issue signs a new access token for a user.
+func (t *Tokens) Issue(userID, tier string) (string, Claims, error) {
+	jti := make([]byte, 16)
+	if _, err := rand.Read(jti); err != nil {
+		return "", Claims{}, fmt.Errorf("auth: token id: %w", err)
+	}
+	now := t.now()
+	exp := now.Add(t.ttl)
+	c := accessClaims{
+		Tier: tier,
+		Typ:  tokenTypeAccess,
+		RegisteredClaims: jwt.RegisteredClaims{
+			Subject:   userID,
+			Issuer:    t.issuer,
+			Audience:  jwt.ClaimStrings{t.audience},
+			IssuedAt:  jwt.NewNumericDate(now),
+			NotBefore: jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(exp),
+			ID:        hex.EncodeToString(jti),
+		},
+	}
+	s, err := jwt.NewWithClaims(t.method, c).SignedString(t.key)
+	if err != nil {
+		return "", Claims{}, fmt.Errorf("auth: sign token: %w", err)
+	}
+	return s, Claims{UserID: userID, Tier: tier, ID: c.ID, ExpiresAt: exp.Truncate(time.Second)}, nil
+}
+
+// Verify checks a token's signature and claims and returns what it says.
+// Every failure is ErrInvalidToken (wrapping the parser's reason for logs).
+func (t *Tokens) Verify(token string) (Claims, error) {
+	if len(token) == 0 || len(token) > maxTokenBytes {
+		return Claims{}, ErrInvalidToken
+	}
+	var c accessClaims
+	_, err := t.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return t.key, nil })
+	if err != nil {
+		return Claims{}, fmt.Errorf("%w: %v", ErrInvalidToken, err)
+	}
+	if c.Typ != tokenTypeAccess || c.Subject == "" || c.Tier == "" || c.ID == "" {
+		return Claims{}, fmt.Errorf("%w: missing claims", ErrInvalidToken)
+	}
+	return Claims{UserID: c.Subject, Tier: c.Tier, ID: c.ID, ExpiresAt: c.ExpiresAt.Time}, nil
+}

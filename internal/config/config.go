@@ -1,0 +1,394 @@
+// Package config loads agentapi's settings from the environment and an optional
+// .env file. It is the only place in the program that reads either.
+package config
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/joho/godotenv"
+)
+
+// Environments the service knows.
+const (
+	EnvDevelopment = "development"
+	EnvProduction  = "production"
+)
+
+// PlaceholderSecret is the prototype's sample SECRET_KEY; production refuses it.
+const PlaceholderSecret = "your-secret-key-here"
+
+// MinSecretBytes is the shortest SECRET_KEY production accepts (256 bits for HS256).
+const MinSecretBytes = 32
+
+// Config is every setting the service reads, loaded once at start.
+type Config struct {
+	AppName string
+	Debug   bool
+	Env     string
+	Host    string
+	Port    int
+
+	SecretKey string
+	// SecretKeyGenerated reports that SECRET_KEY was unset in development and a
+	// random per-process key was made instead (tokens die with the process).
+	SecretKeyGenerated bool
+	Algorithm          string
+	AccessTokenTTL     time.Duration
+	JWTIssuer          string
+	JWTAudience        string
+
+	DatabaseURL string
+
+	// RedisURL is set from REDIS_URL, or built from an explicitly set REDIS_HOST
+	// (with REDIS_PORT, REDIS_DB, REDIS_PASSWORD). Empty means in-process backends.
+	RedisURL              string
+	RateLimitOnRedisError string
+
+	OpenAIAPIKey    string
+	OpenAIBaseURL   string
+	LLMModel        string
+	UpstreamTimeout time.Duration
+
+	RateLimitFree       int64
+	RateLimitPro        int64
+	RateLimitFreeRefill float64
+	RateLimitProRefill  float64
+
+	CORSOrigins  []string
+	MaxBodyBytes int64
+
+	CacheTTL      time.Duration
+	CacheScope    string
+	CacheMaxBytes int64
+
+	LogLevel        slog.Level
+	ShutdownTimeout time.Duration
+	// DemoUser creates user@example.com / password at start (development only).
+	DemoUser bool
+}
+
+// Production reports whether the service runs with production safeguards.
+func (c Config) Production() bool { return c.Env == EnvProduction }
+
+// Addr is the listen address built from HOST and PORT.
+func (c Config) Addr() string { return net.JoinHostPort(c.Host, strconv.Itoa(c.Port)) }
+
+// MockLLM reports whether the built-in offline model answers instead of an upstream.
+func (c Config) MockLLM() bool { return c.OpenAIAPIKey == "" }
+
+// LogValue prints the effective configuration with every secret masked, so the
+// start-up log line can show it without leaking anything.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("app_name", c.AppName),
+		slog.String("env", c.Env),
+		slog.Bool("debug", c.Debug),
+		slog.String("addr", c.Addr()),
+		slog.String("secret_key", maskSecret(c.SecretKey)),
+		slog.Bool("secret_key_generated", c.SecretKeyGenerated),
+		slog.String("algorithm", c.Algorithm),
+		slog.Duration("access_token_ttl", c.AccessTokenTTL),
+		slog.String("database_url", redactURL(c.DatabaseURL)),
+		slog.String("redis_url", redactURL(c.RedisURL)),
+		slog.String("rate_limit_on_redis_error", c.RateLimitOnRedisError),
+		slog.String("openai_api_key", maskSecret(c.OpenAIAPIKey)),
+		slog.String("openai_base_url", redactURL(c.OpenAIBaseURL)),
+		slog.String("llm_model", c.LLMModel),
+		slog.Duration("upstream_timeout", c.UpstreamTimeout),
+		slog.Int64("rate_limit_free", c.RateLimitFree),
+		slog.Float64("rate_limit_free_refill", c.RateLimitFreeRefill),
+		slog.Int64("rate_limit_pro", c.RateLimitPro),
+		slog.Float64("rate_limit_pro_refill", c.RateLimitProRefill),
+		slog.Any("cors_origins", c.CORSOrigins),
+		slog.Int64("max_body_bytes", c.MaxBodyBytes),
+		slog.Duration("cache_ttl", c.CacheTTL),
+		slog.String("cache_scope", c.CacheScope),
+		slog.Int64("cache_max_bytes", c.CacheMaxBytes),
+		slog.String("log_level", c.LogLevel.String()),
+		slog.Bool("demo_user", c.DemoUser),
+	)
+}
+
+func maskSecret(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "***"
+}
+
+// redactURL hides a password inside a URL (redis://:pw@host, postgres://u:pw@host).
+func redactURL(s string) string {
+	if s == "" {
+		return ""
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	return u.Redacted()
+}
+
+// Load reads the configuration. getenv is the process environment (os.Getenv in
+// production, a map in tests); envFile, when non-empty and present, is a .env file
+// whose values apply only where the environment has none. Every problem found is
+// reported at once, each naming its variable.
+func Load(getenv func(string) string, envFile string) (Config, error) {
+	file := map[string]string{}
+	if envFile != "" {
+		m, err := godotenv.Read(envFile)
+		switch {
+		case err == nil:
+			file = m
+		case errors.Is(err, os.ErrNotExist):
+		default:
+			return Config{}, fmt.Errorf("config: read %s: %w", envFile, err)
+		}
+	}
+	l := loader{lookup: func(k string) (string, bool) {
+		if v := getenv(k); v != "" {
+			return v, true
+		}
+		v, ok := file[k]
+		return v, ok && v != ""
+	}}
+	c := Config{
+		AppName:               l.str("APP_NAME", "AI Agent API"),
+		Debug:                 l.boolean("DEBUG", false),
+		Env:                   l.oneOf("APP_ENV", EnvDevelopment, EnvDevelopment, EnvProduction),
+		Host:                  l.str("HOST", "0.0.0.0"),
+		Port:                  int(l.integer("PORT", 8000, 0, 65535)),
+		SecretKey:             l.str("SECRET_KEY", ""),
+		Algorithm:             l.oneOf("ALGORITHM", "HS256", "HS256", "HS384", "HS512"),
+		AccessTokenTTL:        time.Duration(l.integer("ACCESS_TOKEN_EXPIRE_MINUTES", 30, 1, 60*24*30)) * time.Minute,
+		JWTIssuer:             l.str("JWT_ISSUER", "agentapi"),
+		JWTAudience:           l.str("JWT_AUDIENCE", "agentapi"),
+		DatabaseURL:           l.str("DATABASE_URL", "agentapi.db"),
+		RateLimitOnRedisError: l.oneOf("RATE_LIMIT_ON_REDIS_ERROR", "local", "local", "allow", "deny"),
+		OpenAIAPIKey:          l.str("OPENAI_API_KEY", ""),
+		OpenAIBaseURL:         l.httpURL("OPENAI_BASE_URL", "https://api.openai.com/v1"),
+		LLMModel:              l.str("LLM_MODEL", "gpt-4o-mini"),
+		UpstreamTimeout:       l.duration("UPSTREAM_TIMEOUT", 60*time.Second, time.Millisecond),
+		RateLimitFree:         l.integer("RATE_LIMIT_FREE", 10, 1, 1<<40),
+		RateLimitPro:          l.integer("RATE_LIMIT_PRO", 1000, 1, 1<<40),
+		RateLimitFreeRefill:   l.float("RATE_LIMIT_FREE_REFILL", 1),
+		RateLimitProRefill:    l.float("RATE_LIMIT_PRO_REFILL", 10),
+		CORSOrigins:           l.origins("CORS_ORIGINS"),
+		MaxBodyBytes:          l.integer("MAX_BODY_BYTES", 1<<20, 1, 1<<30),
+		CacheTTL:              l.duration("CACHE_TTL", time.Hour, 0),
+		CacheScope:            l.oneOf("CACHE_SCOPE", "user", "user", "global"),
+		CacheMaxBytes:         l.integer("CACHE_MAX_BYTES", 64<<20, 1<<10, 1<<40),
+		LogLevel:              l.level("LOG_LEVEL", slog.LevelInfo),
+		ShutdownTimeout:       l.duration("SHUTDOWN_TIMEOUT", 30*time.Second, time.Millisecond),
+	}
+	c.DemoUser = l.boolean("DEMO_USER", c.Env == EnvDevelopment)
+	c.RedisURL = l.redisURL()
+	if v, ok := l.lookup("DATABASE_URL"); ok && strings.TrimSpace(v) == "" {
+		l.fail("DATABASE_URL", "must not be blank")
+	}
+	if strings.ContainsAny(c.LLMModel, " \t\r\n") || len(c.LLMModel) > 200 {
+		l.fail("LLM_MODEL", "must be a model name without spaces, at most 200 characters")
+	}
+
+	if c.Production() {
+		switch {
+		case c.SecretKey == "":
+			l.fail("SECRET_KEY", "is required when APP_ENV=production")
+		case c.SecretKey == PlaceholderSecret:
+			l.fail("SECRET_KEY", "is the placeholder value from the example; set a random secret")
+		case len(c.SecretKey) < MinSecretBytes:
+			l.fail("SECRET_KEY", fmt.Sprintf("must be at least %d bytes when APP_ENV=production (got %d)", MinSecretBytes, len(c.SecretKey)))
+		}
+		if c.OpenAIAPIKey == "" {
+			l.fail("OPENAI_API_KEY", "is required when APP_ENV=production (the offline mock model is for development)")
+		}
+		if c.DemoUser {
+			l.fail("DEMO_USER", "the demo account is never created when APP_ENV=production")
+		}
+	}
+	if len(l.problems) > 0 {
+		return Config{}, fmt.Errorf("config: %d invalid setting(s):\n  %s", len(l.problems), strings.Join(l.problems, "\n  "))
+	}
+	if c.SecretKey == "" {
+		b := make([]byte, 32)
+		if _, err := rand.Read(b); err != nil {
+			return Config{}, fmt.Errorf("config: generate SECRET_KEY: %w", err)
+		}
+		c.SecretKey = hex.EncodeToString(b)
+		c.SecretKeyGenerated = true
+	}
+	return c, nil
+}
+
+// loader parses variables and collects every problem instead of stopping at the first.
+type loader struct {
+	lookup   func(string) (string, bool)
+	problems []string
+}
+
+func (l *loader) fail(name, msg string) {
+	l.problems = append(l.problems, name+": "+msg)
+}
+
+func (l *loader) str(name, def string) string {
+	if v, ok := l.lookup(name); ok {
+		return strings.TrimSpace(v)
+	}
+	return def
+}
+
+func (l *loader) boolean(name string, def bool) bool {
+	v, ok := l.lookup(name)
+	if !ok {
+		return def
+	}
+	b, err := strconv.ParseBool(strings.TrimSpace(v))
+	if err != nil {
+		l.fail(name, fmt.Sprintf("%q is not a boolean (use true or false)", v))
+		return def
+	}
+	return b
+}
+
+func (l *loader) integer(name string, def, lo, hi int64) int64 {
+	v, ok := l.lookup(name)
+	if !ok {
+		return def
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil {
+		l.fail(name, fmt.Sprintf("%q is not a whole number", v))
+		return def
+	}
+	if n < lo || n > hi {
+		l.fail(name, fmt.Sprintf("%d is out of range [%d, %d]", n, lo, hi))
+		return def
+	}
+	return n
+}
+
+func (l *loader) float(name string, def float64) float64 {
+	v, ok := l.lookup(name)
+	if !ok {
+		return def
+	}
+	f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+	if err != nil || f <= 0 || f > 1e9 {
+		l.fail(name, fmt.Sprintf("%q must be a positive number", v))
+		return def
+	}
+	return f
+}
+
+func (l *loader) duration(name string, def, min time.Duration) time.Duration {
+	v, ok := l.lookup(name)
+	if !ok {
+		return def
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(v))
+	if err != nil {
+		l.fail(name, fmt.Sprintf("%q is not a duration (examples: 30s, 5m, 1h)", v))
+		return def
+	}
+	if d < min {
+		l.fail(name, fmt.Sprintf("%s is below the minimum %s", d, min))
+		return def
+	}
+	return d
+}
+
+func (l *loader) oneOf(name, def string, allowed ...string) string {
+	v, ok := l.lookup(name)
+	if !ok {
+		return def
+	}
+	v = strings.TrimSpace(v)
+	for _, a := range allowed {
+		if strings.EqualFold(v, a) {
+			return a
+		}
+	}
+	l.fail(name, fmt.Sprintf("%q is not one of %s", v, strings.Join(allowed, ", ")))
+	return def
+}
+
+func (l *loader) level(name string, def slog.Level) slog.Level {
+	v, ok := l.lookup(name)
+	if !ok {
+		return def
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(strings.TrimSpace(v))); err != nil {
+		l.fail(name, fmt.Sprintf("%q is not a log level (debug, info, warn, error)", v))
+		return def
+	}
+	return lv
+}
+
+func (l *loader) httpURL(name, def string) string {
+	v := l.str(name, def)
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		l.fail(name, fmt.Sprintf("%q is not an http(s) URL", redactURL(v)))
+		return def
+	}
+	return strings.TrimRight(v, "/")
+}
+
+func (l *loader) origins(name string) []string {
+	v, ok := l.lookup(name)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, o := range strings.Split(v, ",") {
+		o = strings.TrimSpace(o)
+		if o == "" {
+			continue
+		}
+		if o != "*" {
+			u, err := url.Parse(o)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+				l.fail(name, fmt.Sprintf("%q is not an origin like https://app.example.com", o))
+				continue
+			}
+			o = u.Scheme + "://" + u.Host
+		}
+		out = append(out, o)
+	}
+	return out
+}
+
+// redisURL prefers REDIS_URL; otherwise an explicitly set REDIS_HOST (the
+// prototype's variables) selects Redis. Neither means in-process backends.
+func (l *loader) redisURL() string {
+	if v, ok := l.lookup("REDIS_URL"); ok {
+		v = strings.TrimSpace(v)
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+			l.fail("REDIS_URL", fmt.Sprintf("%q is not a redis:// or rediss:// URL", redactURL(v)))
+			return ""
+		}
+		return v
+	}
+	host, ok := l.lookup("REDIS_HOST")
+	port := l.integer("REDIS_PORT", 6379, 1, 65535)
+	db := l.integer("REDIS_DB", 0, 0, 1<<20)
+	if !ok {
+		return ""
+	}
+	u := url.URL{Scheme: "redis", Host: net.JoinHostPort(strings.TrimSpace(host), strconv.FormatInt(port, 10)), Path: "/" + strconv.FormatInt(db, 10)}
+	if pw, ok := l.lookup("REDIS_PASSWORD"); ok {
+		u.User = url.UserPassword("", pw)
+	}
+	return u.String()
+}

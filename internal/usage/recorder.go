@@ -1,0 +1,162 @@
+// Package usage records token usage off the request path: handlers hand a
+// record to the Recorder, which writes batches to the store in the background
+// and writes everything still pending before Close returns.
+package usage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/agentapi/agentapi/internal/store"
+)
+
+// ErrClosed is returned by Record after Close.
+var ErrClosed = errors.New("usage: recorder closed")
+
+// sink is where batches go (the store).
+type sink interface {
+	RecordUsage(ctx context.Context, recs []store.UsageRecord) error
+}
+
+// Options tunes a Recorder.
+type Options struct {
+	// FlushInterval is the longest a record waits before being written.
+	FlushInterval time.Duration
+	// BatchSize writes early once this many records wait.
+	BatchSize int
+	// WriteTimeout bounds one batch write.
+	WriteTimeout time.Duration
+}
+
+// Recorder batches usage records. Records are never dropped: a failed batch
+// stays pending and is retried on the next flush, and Close keeps trying until
+// its context ends, logging exactly how many records could not be written.
+type Recorder struct {
+	sink   sink
+	logger *slog.Logger
+	opts   Options
+
+	flushMu sync.Mutex // one batch write at a time keeps records in order and unduplicated
+	mu      sync.Mutex
+	pending []store.UsageRecord
+	closed  bool
+
+	kick chan struct{}
+	stop chan struct{}
+	done chan struct{}
+}
+
+// NewRecorder starts a Recorder writing to s.
+func NewRecorder(s sink, logger *slog.Logger, opts Options) *Recorder {
+	if opts.FlushInterval <= 0 {
+		opts.FlushInterval = time.Second
+	}
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = 500
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 5 * time.Second
+	}
+	r := &Recorder{sink: s, logger: logger, opts: opts,
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	go r.loop()
+	return r
+}
+
+// Record queues one record. It never blocks on the database.
+func (r *Recorder) Record(_ context.Context, rec store.UsageRecord) error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	r.pending = append(r.pending, rec)
+	full := len(r.pending) >= r.opts.BatchSize
+	r.mu.Unlock()
+	if full {
+		select {
+		case r.kick <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// Pending is how many records wait to be written.
+func (r *Recorder) Pending() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.pending)
+}
+
+func (r *Recorder) loop() {
+	defer close(r.done)
+	t := time.NewTicker(r.opts.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-t.C:
+		case <-r.kick:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), r.opts.WriteTimeout)
+		if err := r.Flush(ctx); err != nil {
+			r.logger.LogAttrs(ctx, slog.LevelWarn, "usage flush failed; will retry",
+				slog.Int("pending", r.Pending()), slog.String("error", err.Error()))
+		}
+		cancel()
+	}
+}
+
+// Flush writes everything pending now, in batches.
+func (r *Recorder) Flush(ctx context.Context) error {
+	r.flushMu.Lock()
+	defer r.flushMu.Unlock()
+	for {
+		r.mu.Lock()
+		n := min(len(r.pending), r.opts.BatchSize)
+		batch := r.pending[:n:n]
+		r.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		if err := r.sink.RecordUsage(ctx, batch); err != nil {
+			return fmt.Errorf("usage: write %d records: %w", n, err)
+		}
+		r.mu.Lock()
+		r.pending = r.pending[n:]
+		r.mu.Unlock()
+	}
+}
+
+// Close stops accepting records and writes what is pending, retrying until ctx
+// ends. It reports how many records were lost if it could not write them all.
+func (r *Recorder) Close(ctx context.Context) error {
+	r.mu.Lock()
+	already := r.closed
+	r.closed = true
+	r.mu.Unlock()
+	if !already {
+		close(r.stop)
+	}
+	<-r.done
+	for {
+		err := r.Flush(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			lost := r.Pending()
+			r.logger.LogAttrs(context.Background(), slog.LevelError, "usage records not written at shutdown",
+				slog.Int("lost", lost), slog.String("error", err.Error()))
+			return fmt.Errorf("usage: %d records not written: %w", lost, err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
