@@ -1,0 +1,184 @@
+package config
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := Load(env(nil), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"AppName", c.AppName, "AI Agent API"},
+		{"Env", c.Env, EnvDevelopment},
+		{"Addr", c.Addr(), "0.0.0.0:8000"},
+		{"Algorithm", c.Algorithm, "HS256"},
+		{"AccessTokenTTL", c.AccessTokenTTL, 30 * time.Minute},
+		{"OpenAIBaseURL", c.OpenAIBaseURL, "https://api.openai.com/v1"},
+		{"RateLimitFree", c.RateLimitFree, int64(10)},
+		{"RateLimitPro", c.RateLimitPro, int64(1000)},
+		{"RateLimitFreeRefill", c.RateLimitFreeRefill, 1.0},
+		{"RateLimitProRefill", c.RateLimitProRefill, 10.0},
+		{"UpstreamTimeout", c.UpstreamTimeout, 60 * time.Second},
+		{"MaxBodyBytes", c.MaxBodyBytes, int64(1 << 20)},
+		{"CacheTTL", c.CacheTTL, time.Hour},
+		{"CacheScope", c.CacheScope, "user"},
+		{"DatabaseURL", c.DatabaseURL, "agentapi.db"},
+		{"RedisURL", c.RedisURL, ""},
+		{"CORSOrigins", len(c.CORSOrigins), 0},
+		{"LogLevel", c.LogLevel, slog.LevelInfo},
+		{"DemoUser", c.DemoUser, true},
+		{"MockLLM", c.MockLLM(), true},
+		{"SecretKeyGenerated", c.SecretKeyGenerated, true},
+	}
+	for _, ck := range checks {
+		if diff := cmp.Diff(ck.want, ck.got); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", ck.name, diff)
+		}
+	}
+	if len(c.SecretKey) < MinSecretBytes {
+		t.Errorf("generated secret is %d bytes, want >= %d", len(c.SecretKey), MinSecretBytes)
+	}
+	c2, _ := Load(env(nil), "")
+	if c2.SecretKey == c.SecretKey {
+		t.Error("two loads generated the same random secret")
+	}
+}
+
+func TestEnvironmentWinsOverDotEnv(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, ".env")
+	os.WriteFile(path, []byte("PORT=9001\nAPP_NAME=From File\n# comment\nLLM_MODEL=file-model\n"), 0o600)
+	c, err := Load(env(map[string]string{"PORT": "9002"}), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Port != 9002 || c.AppName != "From File" || c.LLMModel != "file-model" {
+		t.Fatalf("got port %d name %q model %q", c.Port, c.AppName, c.LLMModel)
+	}
+	if _, err := Load(env(nil), filepath.Join(dir, "missing.env")); err != nil {
+		t.Fatalf("a missing .env must be fine: %v", err)
+	}
+}
+
+func TestAllProblemsReportedAtOnce(t *testing.T) {
+	t.Parallel()
+	_, err := Load(env(map[string]string{
+		"PORT":             "eighty",
+		"UPSTREAM_TIMEOUT": "soon",
+		"ALGORITHM":        "RS256",
+		"OPENAI_BASE_URL":  "ftp://x",
+		"REDIS_URL":        "http://localhost",
+		"RATE_LIMIT_FREE":  "-3",
+		"CACHE_SCOPE":      "team",
+		"CORS_ORIGINS":     "https://ok.example, not a url",
+		"LOG_LEVEL":        "loud",
+		"DEBUG":            "maybe",
+	}), "")
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	for _, name := range []string{"PORT", "UPSTREAM_TIMEOUT", "ALGORITHM", "OPENAI_BASE_URL", "REDIS_URL", "RATE_LIMIT_FREE", "CACHE_SCOPE", "CORS_ORIGINS", "LOG_LEVEL", "DEBUG"} {
+		if !strings.Contains(err.Error(), name+":") {
+			t.Errorf("error does not name %s:\n%v", name, err)
+		}
+	}
+}
+
+func TestProductionSafeguards(t *testing.T) {
+	t.Parallel()
+	strong := strings.Repeat("k", 32)
+	cases := []struct {
+		name    string
+		env     map[string]string
+		wantErr string // substring; "" means success
+	}{
+		{"missing secret", map[string]string{"OPENAI_API_KEY": "x"}, "SECRET_KEY"},
+		{"placeholder secret", map[string]string{"SECRET_KEY": PlaceholderSecret, "OPENAI_API_KEY": "x"}, "SECRET_KEY"},
+		{"short secret", map[string]string{"SECRET_KEY": strings.Repeat("k", 31), "OPENAI_API_KEY": "x"}, "SECRET_KEY"},
+		{"no api key", map[string]string{"SECRET_KEY": strong}, "OPENAI_API_KEY"},
+		{"demo user forced", map[string]string{"SECRET_KEY": strong, "OPENAI_API_KEY": "x", "DEMO_USER": "true"}, "DEMO_USER"},
+		{"ok", map[string]string{"SECRET_KEY": strong, "OPENAI_API_KEY": "x"}, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.env["APP_ENV"] = "production"
+			c, err := Load(env(tc.env), "")
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c.DemoUser || c.SecretKeyGenerated || c.MockLLM() {
+					t.Fatalf("production config has demo=%v generated=%v mock=%v", c.DemoUser, c.SecretKeyGenerated, c.MockLLM())
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("want error naming %s, got %v", tc.wantErr, err)
+			}
+		})
+	}
+}
+
+func TestRedisSelection(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{}, ""},
+		{map[string]string{"REDIS_PORT": "6380"}, ""}, // port alone does not switch Redis on
+		{map[string]string{"REDIS_HOST": "cache", "REDIS_PORT": "6380", "REDIS_DB": "2"}, "redis://cache:6380/2"},
+		{map[string]string{"REDIS_URL": "rediss://:pw@r.example:6379/1", "REDIS_HOST": "ignored"}, "rediss://:pw@r.example:6379/1"},
+	}
+	for _, tc := range cases {
+		c, err := Load(env(tc.env), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.RedisURL != tc.want {
+			t.Errorf("%v: RedisURL = %q, want %q", tc.env, c.RedisURL, tc.want)
+		}
+	}
+}
+
+func TestLogValueMasksSecrets(t *testing.T) {
+	t.Parallel()
+	c, err := Load(env(map[string]string{
+		"SECRET_KEY":     "super-secret-signing-key-0123456789",
+		"OPENAI_API_KEY": "sk-upstream-canary",
+		"REDIS_URL":      "redis://:redispw-canary@localhost:6379/0",
+		"DATABASE_URL":   "postgres://u:dbpw-canary@localhost/db",
+	}), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	slog.New(slog.NewJSONHandler(&b, nil)).Info("start", "config", c)
+	out := b.String()
+	for _, secret := range []string{"super-secret-signing-key", "sk-upstream-canary", "redispw-canary", "dbpw-canary"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("log line leaks %q: %s", secret, out)
+		}
+	}
+	if !strings.Contains(out, `"llm_model":"gpt-4o-mini"`) {
+		t.Errorf("log line lacks the effective settings: %s", out)
+	}
+}
