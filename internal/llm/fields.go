@@ -1,0 +1,155 @@
+package llm
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// Usage is the token count of one call, in OpenAI's "usage" shape.
+type Usage struct {
+	PromptTokens     int64 `json:"prompt_tokens"`
+	CompletionTokens int64 `json:"completion_tokens"`
+	TotalTokens      int64 `json:"total_tokens"`
+}
+
+// withTotal fills TotalTokens when an upstream reported only the parts.
+func (u Usage) withTotal() Usage {
+	if u.TotalTokens == 0 {
+		u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	}
+	return u
+}
+
+// responseMeta holds the only fields of a plain answer the gateway acts on.
+type responseMeta struct {
+	Model string `json:"model"`
+	Usage *Usage `json:"usage"`
+}
+
+// meta is what readMeta extracts, with the usage already completed.
+type meta struct {
+	Model string
+	Usage Usage
+}
+
+// readMeta reads the model and usage of a plain JSON answer. The body must
+// be a JSON object; json.Unmarshal alone would accept a bare "null".
+func readMeta(body []byte) (meta, error) {
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return meta{}, errors.New("not a JSON object")
+	}
+	var m responseMeta
+	if err := json.Unmarshal(body, &m); err != nil {
+		return meta{}, err
+	}
+	out := meta{Model: m.Model}
+	if m.Usage != nil {
+		out.Usage = m.Usage.withTotal()
+	}
+	return out, nil
+}
+
+// FirstMessageContent returns choices[0].message.content of a
+// chat-completions answer, decoding nothing else. A null content (as in an
+// answer made only of tool calls) gives "". A body that is not such an
+// answer gives an error wrapping ErrUpstreamUnavailable, since it means the
+// upstream sent something malformed.
+func FirstMessageContent(body []byte) (string, error) {
+	var answer struct {
+		Choices []struct {
+			Message struct {
+				Content json.RawMessage `json:"content"`
+			} `json:"message"`
+		} `json:"choices"`
+	}
+	if err := json.Unmarshal(body, &answer); err != nil {
+		return "", fmt.Errorf("%w: reading choices[0].message.content: %w", ErrUpstreamUnavailable, err)
+	}
+	if len(answer.Choices) == 0 {
+		return "", fmt.Errorf("%w: answer has no choices", ErrUpstreamUnavailable)
+	}
+	text, err := contentText(answer.Choices[0].Message.Content)
+	if err != nil {
+		return "", fmt.Errorf("%w: reading choices[0].message.content: %w", ErrUpstreamUnavailable, err)
+	}
+	return text, nil
+}
+
+// StreamDelta returns choices[0].delta.content of one streamed chunk (a
+// payload returned by Stream.Next). Chunks without it, such as the role
+// announcement, the finish chunk or the final usage chunk, give "". A
+// payload that is not JSON gives an error wrapping ErrUpstreamUnavailable.
+func StreamDelta(chunk []byte) (string, error) {
+	var c struct {
+		Choices []struct {
+			Delta struct {
+				Content json.RawMessage `json:"content"`
+			} `json:"delta"`
+		} `json:"choices"`
+	}
+	if err := json.Unmarshal(chunk, &c); err != nil {
+		return "", fmt.Errorf("%w: reading choices[0].delta.content: %w", ErrUpstreamUnavailable, err)
+	}
+	if len(c.Choices) == 0 {
+		return "", nil
+	}
+	text, err := contentText(c.Choices[0].Delta.Content)
+	if err != nil {
+		return "", fmt.Errorf("%w: reading choices[0].delta.content: %w", ErrUpstreamUnavailable, err)
+	}
+	return text, nil
+}
+
+// contentText turns an OpenAI "content" value into text. Besides the usual
+// string (or null), it accepts the array-of-parts form, keeping the text
+// parts, because requests use it and a few upstreams answer with it too.
+func contentText(raw json.RawMessage) (string, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return "", nil
+	}
+	switch raw[0] {
+	case '"':
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return "", err
+		}
+		return s, nil
+	case '[':
+		var parts []struct {
+			Type string `json:"type"`
+			Text string `json:"text"`
+		}
+		if err := json.Unmarshal(raw, &parts); err != nil {
+			return "", err
+		}
+		var b strings.Builder
+		for _, p := range parts {
+			if p.Type != "text" {
+				continue
+			}
+			if b.Len() > 0 {
+				b.WriteByte('\n')
+			}
+			b.WriteString(p.Text)
+		}
+		return b.String(), nil
+	default:
+		return "", errors.New("content is neither a string nor an array of parts")
+	}
+}
+
+// EstimateTokens roughly estimates the tokens in s, for when an upstream
+// reports no usage: about four characters (Unicode code points) per token,
+// rounded up, so any non-empty text counts as at least one token and empty
+// text as none. It is a budget-keeping guess, not a tokenizer; English
+// prose comes out close, code and CJK text are undercounted.
+func EstimateTokens(s string) int64 {
+	n := utf8.RuneCountInString(s)
+	return int64((n + 3) / 4)
+}
