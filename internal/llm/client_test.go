@@ -774,11 +774,11 @@ func TestUpstreamErrorText(t *testing.T) {
 func TestErrorSummaryDropsFreeText(t *testing.T) {
 	t.Parallel()
 	tests := map[string]string{
-		`{"error":{"type":"server_error","code":500}}`:         "type=server_error code=500",
+		`{"error":{"type":"server_error","code":500}}`:            "type=server_error code=500",
 		`{"error":{"type":"has spaces: and secrets","code":"x"}}`: "code=x",
-		`{"error":"plain string"}`:                              "",
-		`not json`:                                              "",
-		`{"error":{"code":"` + strings.Repeat("a", 65) + `"}}`:  "",
+		`{"error":"plain string"}`:                                "",
+		`not json`:                                                "",
+		`{"error":{"code":"` + strings.Repeat("a", 65) + `"}}`:    "",
 	}
 	for body, want := range tests {
 		if got := errorSummary([]byte(body)); got != want {
