@@ -1,0 +1,201 @@
+package ratelimit
+
+import (
+	"container/heap"
+	"container/list"
+	"context"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// DefaultMaxKeys is the bucket count [NewMemory] uses when given no
+// positive bound. A bucket costs a few hundred bytes, so this is tens of MB.
+const DefaultMaxKeys = 100_000
+
+// Memory is an in-process [Limiter]: a golang.org/x/time/rate bucket per
+// key, at most a fixed number of keys. It is safe for concurrent use.
+//
+// One mutex guards every bucket. That is what makes decisions exact (40
+// concurrent requests against 5 tokens admit exactly 5, and each sees its
+// own Remaining) and it costs less than the rest of a request; see
+// BenchmarkMemoryAllow before reaching for sharding.
+//
+// When a new key would exceed the bound, a bucket that has refilled
+// completely is dropped first, since a full bucket is exactly what a new
+// key starts with and dropping it loses nothing. Only when no bucket is full
+// is the least recently used one dropped, which forgives that key's debt.
+type Memory struct {
+	maxKeys int
+	// now is the clock; tests replace it.
+	now func() time.Time
+
+	mu      sync.Mutex
+	buckets map[string]*bucket
+	// recent orders buckets by last use, most recent at the front.
+	recent list.List
+	// byFull is a min-heap of buckets by the time they will be full.
+	byFull fullHeap
+}
+
+// bucket is one key's state.
+type bucket struct {
+	key    string
+	policy Policy
+	lim    *rate.Limiter
+	// fullAt is when the bucket will be full if nobody takes a token.
+	fullAt time.Time
+	// heapIndex is the bucket's position in Memory.byFull.
+	heapIndex int
+	// elem is the bucket's place in Memory.recent.
+	elem *list.Element
+}
+
+// NewMemory returns an empty Memory that holds at most maxKeys buckets
+// (DefaultMaxKeys if maxKeys < 1). It starts no goroutines.
+func NewMemory(maxKeys int) *Memory {
+	if maxKeys < 1 {
+		maxKeys = DefaultMaxKeys
+	}
+	return &Memory{
+		maxKeys: maxKeys,
+		now:     time.Now,
+		buckets: make(map[string]*bucket),
+	}
+}
+
+// Allow takes one token from key's bucket if it has one. A key's policy may
+// change between calls (a tier upgrade): the new capacity and rate apply
+// from now on, and the tokens already in the bucket carry over, capped at
+// the new capacity.
+func (m *Memory) Allow(_ context.Context, key string, p Policy) (Decision, error) {
+	if err := p.Validate(); err != nil {
+		return Decision{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+
+	now := m.now()
+	b := m.buckets[key]
+	if b == nil {
+		b = m.add(key, p, now)
+	}
+	m.applyPolicy(b, p, now)
+	allowed := b.lim.AllowN(now, 1)
+	tokens := b.lim.TokensAt(now)
+	m.touch(b, tokens, now)
+	return decide(allowed, tokens, p), nil
+}
+
+// Peek reports key's bucket without taking a token; Allowed says whether
+// Allow would succeed now. An unknown key reads as a full bucket and is not
+// stored.
+func (m *Memory) Peek(_ context.Context, key string, p Policy) (Decision, error) {
+	if err := p.Validate(); err != nil {
+		return Decision{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+
+	b := m.buckets[key]
+	if b == nil {
+		return decide(true, float64(p.Capacity), p), nil
+	}
+	now := m.now()
+	m.applyPolicy(b, p, now)
+	tokens := b.lim.TokensAt(now)
+	m.touch(b, tokens, now)
+	return decide(tokens >= 1, tokens, p), nil
+}
+
+// Len returns the number of buckets held.
+func (m *Memory) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.buckets)
+}
+
+// add stores a full bucket for key, first making room if the bound is
+// reached. The caller holds m.mu.
+func (m *Memory) add(key string, p Policy, now time.Time) *bucket {
+	for len(m.buckets) >= m.maxKeys {
+		m.evictOne(now)
+	}
+	b := &bucket{
+		key:    key,
+		policy: p,
+		lim:    rate.NewLimiter(rate.Limit(p.RefillPerSecond), int(p.Capacity)),
+		fullAt: now,
+	}
+	b.elem = m.recent.PushFront(b)
+	heap.Push(&m.byFull, b)
+	m.buckets[key] = b
+	return b
+}
+
+// evictOne drops the bucket that became full earliest if any is full now,
+// else the least recently used one. The caller holds m.mu.
+func (m *Memory) evictOne(now time.Time) {
+	victim := m.byFull[0]
+	if victim.fullAt.After(now) {
+		victim = m.recent.Back().Value.(*bucket)
+	}
+	heap.Remove(&m.byFull, victim.heapIndex)
+	m.recent.Remove(victim.elem)
+	delete(m.buckets, victim.key)
+}
+
+// applyPolicy switches b to p if its capacity or rate changed. The caller
+// holds m.mu.
+func (m *Memory) applyPolicy(b *bucket, p Policy, now time.Time) {
+	if b.policy.Capacity == p.Capacity && b.policy.RefillPerSecond == p.RefillPerSecond {
+		return
+	}
+	// Both setters first settle the tokens earned so far at the old
+	// values, so the change is not retroactive.
+	b.lim.SetLimitAt(now, rate.Limit(p.RefillPerSecond))
+	b.lim.SetBurstAt(now, int(p.Capacity))
+	b.policy = p
+}
+
+// touch records that b was used now and holds tokens. The caller holds m.mu.
+func (m *Memory) touch(b *bucket, tokens float64, now time.Time) {
+	m.recent.MoveToFront(b.elem)
+	missing := float64(b.policy.Capacity) - tokens
+	fullAt := now
+	if missing > 0 {
+		wait := min(missing/b.policy.RefillPerSecond*float64(time.Second), float64(maxWait))
+		fullAt = now.Add(time.Duration(wait))
+	}
+	if !fullAt.Equal(b.fullAt) {
+		b.fullAt = fullAt
+		heap.Fix(&m.byFull, b.heapIndex)
+	}
+}
+
+// fullHeap implements heap.Interface over buckets, earliest fullAt first.
+type fullHeap []*bucket
+
+func (h fullHeap) Len() int           { return len(h) }
+func (h fullHeap) Less(i, j int) bool { return h[i].fullAt.Before(h[j].fullAt) }
+func (h fullHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIndex = i
+	h[j].heapIndex = j
+}
+
+func (h *fullHeap) Push(x any) {
+	b := x.(*bucket)
+	b.heapIndex = len(*h)
+	*h = append(*h, b)
+}
+
+func (h *fullHeap) Pop() any {
+	old := *h
+	n := len(old)
+	b := old[n-1]
+	old[n-1] = nil
+	*h = old[:n-1]
+	return b
+}

@@ -1,0 +1,123 @@
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// bucketScript decides one request in one atomic step inside Redis, so
+// replicas sharing the Redis never race each other between read and write.
+//
+// KEYS[1] is the bucket, a hash of tokens (a float) and ts (Redis time in
+// microseconds when tokens was true). ARGV is capacity, refill per second,
+// and cost: 1 for Allow, 0 for Peek. It returns allowed (0/1), whole tokens
+// left, milliseconds until one token, and milliseconds until full, rounded
+// up as decide does in Go.
+//
+// Time comes from Redis's own clock so that replicas with skewed clocks
+// agree. Since Redis 5 scripts replicate their effects, not their source,
+// which makes reading TIME before a write legal; on Redis 4
+// replicate_commands switches that on, later versions ignore it. Numbers are
+// stored with explicit formats so no Redis version rounds the microsecond
+// timestamp. A missing
+// hash is a full bucket, which is also what expiry turns an idle bucket into,
+// so the TTL is the time until full plus a margin for clock steps. Peek and
+// a denied Allow write nothing: the stored state already implies the answer.
+const bucketScript = `
+if redis.replicate_commands then redis.replicate_commands() end
+
+local capacity = tonumber(ARGV[1])
+local per_us = tonumber(ARGV[2]) / 1000000
+local cost = tonumber(ARGV[3])
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+
+local tokens = capacity
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local stored, ts = tonumber(state[1]), tonumber(state[2])
+if stored and ts then
+  tokens = math.min(capacity, stored + math.max(0, now - ts) * per_us)
+end
+
+local allowed = 0
+if tokens >= 1 then
+  allowed = 1
+  if cost > 0 then
+    tokens = tokens - cost
+    redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'ts', string.format('%.0f', now))
+    redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / per_us / 1000) + 1000)
+  end
+end
+
+-- Milliseconds to refill need tokens, rounded as waitFor does in Go.
+local function wait_ms(need)
+  if need <= 0 then return 0 end
+  return math.min(3153600000000, math.ceil(math.floor(need / per_us + 0.5) / 1000))
+end
+
+local retry = 0
+if allowed == 0 then
+  retry = math.max(1, wait_ms(1 - tokens))
+end
+return {allowed, math.floor(tokens), retry, wait_ms(capacity - tokens)}
+`
+
+// Redis is a [Limiter] whose buckets live in Redis, so every replica that
+// uses the same Redis and prefix enforces one limit. It is safe for
+// concurrent use.
+//
+// Each decision is one EVALSHA of a Lua script (go-redis falls back to EVAL
+// when Redis answers NOSCRIPT, e.g. after a restart or SCRIPT FLUSH). The
+// script touches one key, so it also works on Redis Cluster.
+type Redis struct {
+	client redis.UniversalClient
+	prefix string
+	script *redis.Script
+}
+
+// NewRedis returns a Redis limiter that stores key's bucket at prefix+key.
+// It does not talk to Redis until the first decision.
+func NewRedis(c redis.UniversalClient, prefix string) *Redis {
+	return &Redis{client: c, prefix: prefix, script: redis.NewScript(bucketScript)}
+}
+
+// Allow takes one token from key's bucket if it has one. A changed policy
+// applies from this call on; tokens carry over, capped at the new capacity.
+func (r *Redis) Allow(ctx context.Context, key string, p Policy) (Decision, error) {
+	return r.run(ctx, key, p, 1)
+}
+
+// Peek reports key's bucket without taking a token or writing anything.
+func (r *Redis) Peek(ctx context.Context, key string, p Policy) (Decision, error) {
+	return r.run(ctx, key, p, 0)
+}
+
+// run evaluates the script for key at the given cost.
+func (r *Redis) run(ctx context.Context, key string, p Policy, cost int) (Decision, error) {
+	if err := p.Validate(); err != nil {
+		return Decision{}, err
+	}
+	res, err := r.script.Run(ctx, r.client, []string{r.prefix + key}, p.Capacity, p.RefillPerSecond, cost).Int64Slice()
+	if err != nil {
+		return Decision{}, fmt.Errorf("ratelimit: redis bucket %q: %w", key, err)
+	}
+	if len(res) != 4 {
+		return Decision{}, fmt.Errorf("ratelimit: redis bucket %q: script returned %d values, want 4", key, len(res))
+	}
+	return Decision{
+		Allowed:    res[0] == 1,
+		Limit:      p.Capacity,
+		Remaining:  res[1],
+		RetryAfter: msDuration(res[2]),
+		Reset:      msDuration(res[3]),
+	}, nil
+}
+
+// msDuration converts the script's milliseconds to a Duration.
+func msDuration(ms int64) time.Duration {
+	return time.Duration(ms) * time.Millisecond
+}
