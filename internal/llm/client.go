@@ -203,7 +203,27 @@ func (c *Client) Stream(ctx context.Context, body []byte) (*Stream, error) {
 	if err != nil {
 		return nil, err
 	}
+	if mediaType(resp.Header.Get("Content-Type")) == "application/json" {
+		// An upstream that ignored "stream": true (or reports an error
+		// with a 200) sends one JSON document. Read as events it would
+		// look like an empty answer, so say what happened instead.
+		e := &UpstreamError{Kind: ErrUpstreamUnavailable, Status: resp.StatusCode, Upstream: c.name, detail: "expected an event stream, got JSON"}
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		e.Body = redactKey(raw, c.apiKey)
+		resp.Body.Close()
+		cancel(nil)
+		return nil, e
+	}
 	return newStream(ctx, resp.Body, cancel, c.name), nil
+}
+
+// mediaType returns the lower-cased media type of a Content-Type value,
+// without parameters such as charset.
+func mediaType(contentType string) string {
+	if i := strings.IndexByte(contentType, ';'); i >= 0 {
+		contentType = contentType[:i]
+	}
+	return strings.ToLower(strings.TrimSpace(contentType))
 }
 
 // post sends a JSON body and reads the plain JSON answer.

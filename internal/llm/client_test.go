@@ -490,6 +490,18 @@ func TestStreamErrorStatusBeforeFirstEvent(t *testing.T) {
 	}
 }
 
+func TestStreamAnsweredWithJSON(t *testing.T) {
+	t.Parallel()
+	srv := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		io.WriteString(w, `{"choices":[{"message":{"content":"not streamed"}}]}`)
+	})
+	s, err := clientFor(t, srv, nil).Stream(context.Background(), []byte(`{"stream":true}`))
+	if s != nil || !errors.Is(err, ErrUpstreamUnavailable) {
+		t.Fatalf("Stream = %v, %v; want ErrUpstreamUnavailable instead of an empty stream", s, err)
+	}
+}
+
 func TestStreamCutByServer(t *testing.T) {
 	t.Parallel()
 	srv := upstream(t, func(w http.ResponseWriter, r *http.Request) {

@@ -32,7 +32,7 @@ const (
 var errStreamClosed = errors.New("llm: stream closed")
 
 // errEventTooLarge is returned when one event exceeds maxEventSize.
-var errEventTooLarge = fmt.Errorf("event larger than %d bytes", maxEventSize)
+var errEventTooLarge = errors.New("event too large")
 
 // Stream reads a streamed chat answer as server-sent events. It is the same
 // type for the HTTP client and the mock, so handlers treat both alike.
@@ -46,6 +46,7 @@ type Stream struct {
 	cancel   context.CancelCauseFunc // nil when there is no request to cancel
 	r        *bufio.Reader
 	upstream string
+	maxEvent int // maxEventSize, lowered in tests
 
 	event []byte // payload of the current event, reused between calls
 	long  []byte // spill buffer for lines longer than r's buffer
@@ -67,6 +68,7 @@ func newStream(ctx context.Context, body io.ReadCloser, cancel context.CancelCau
 		cancel:   cancel,
 		r:        bufio.NewReaderSize(body, streamBufferSize),
 		upstream: upstream,
+		maxEvent: maxEventSize,
 	}
 }
 
@@ -186,7 +188,7 @@ func (s *Stream) readLine() ([]byte, error) {
 		s.long = append(s.long[:0], line...)
 		for err == bufio.ErrBufferFull {
 			line, err = s.r.ReadSlice('\n')
-			if len(s.long)+len(line) > maxEventSize {
+			if len(s.long)+len(line) > s.maxEvent {
 				return nil, errEventTooLarge
 			}
 			s.long = append(s.long, line...)
@@ -217,7 +219,7 @@ func (s *Stream) addLine(line []byte, pending bool) (bool, error) {
 	if string(name) != "data" {
 		return false, nil // event, id, retry: nothing the gateway acts on
 	}
-	if len(s.event)+len(value)+1 > maxEventSize {
+	if len(s.event)+len(value)+1 > s.maxEvent {
 		return false, fmt.Errorf("%w (%s): %w", ErrUpstreamUnavailable, s.upstream, errEventTooLarge)
 	}
 	if pending {

@@ -163,13 +163,30 @@ func TestStreamLongLines(t *testing.T) {
 
 func TestStreamEventTooLarge(t *testing.T) {
 	t.Parallel()
-	// One huge line, and many lines that add up: both must be refused.
-	huge := "data: " + strings.Repeat("x", maxEventSize+1) + "\n\n"
-	many := strings.Repeat("data: "+strings.Repeat("y", 1<<20)+"\n", 17) + "\n"
-	for name, input := range map[string]string{"one line": huge, "many lines": many} {
-		_, err := readAll(streamOf(strings.NewReader(input)))
-		if !errors.Is(err, ErrUpstreamUnavailable) || err == io.EOF {
-			t.Errorf("%s: err = %v, want ErrUpstreamUnavailable", name, err)
+	const limit = 3 * streamBufferSize
+	// One line beyond the limit, and several lines that only add up to
+	// more than it: both must be refused, and an event just under the
+	// limit must pass.
+	tests := map[string]struct {
+		input string
+		ok    bool
+	}{
+		"one long line":   {"data: " + strings.Repeat("x", limit+1) + "\n\n", false},
+		"many lines":      {strings.Repeat("data: "+strings.Repeat("y", streamBufferSize)+"\n", 4) + "\n", false},
+		"under the limit": {"data: " + strings.Repeat("z", limit-10) + "\n\n", true},
+	}
+	for name, tt := range tests {
+		s := streamOf(strings.NewReader(tt.input))
+		s.maxEvent = limit
+		_, err := readAll(s)
+		if tt.ok {
+			if err != io.EOF {
+				t.Errorf("%s: err = %v, want io.EOF", name, err)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrUpstreamUnavailable) || !errors.Is(err, errEventTooLarge) {
+			t.Errorf("%s: err = %v, want ErrUpstreamUnavailable for an oversized event", name, err)
 		}
 	}
 }
