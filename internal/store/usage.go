@@ -1,0 +1,141 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// UsageRecord is the token count of one model call on behalf of a user.
+type UsageRecord struct {
+	UserID string
+	// KeyID is the API key the request came in with, or empty when it was
+	// authenticated some other way.
+	KeyID            string
+	Model            string
+	PromptTokens     int64
+	CompletionTokens int64
+	// At is when the call was made; zero means the time of recording.
+	At        time.Time
+	RequestID string
+}
+
+// UsageDay is one user's usage of one model over one UTC calendar day.
+type UsageDay struct {
+	// Day is the UTC date, formatted YYYY-MM-DD.
+	Day              string
+	Model            string
+	PromptTokens     int64
+	CompletionTokens int64
+	TotalTokens      int64
+	Requests         int64
+}
+
+const millisPerDay = int64(24 * time.Hour / time.Millisecond)
+
+// RecordUsage stores a batch of records in one transaction: either all of
+// them are recorded or, on error, none. It returns ErrNotFound if a record
+// names a user that does not exist.
+func (s *Store) RecordUsage(ctx context.Context, recs []UsageRecord) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	for i, r := range recs {
+		if r.UserID == "" {
+			return fmt.Errorf("store: record usage: record %d has no user id", i)
+		}
+	}
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: record usage: %w", err)
+	}
+	// After a successful Commit this is a no-op; after a failure it undoes
+	// the part of the batch already inserted.
+	defer func() { _ = tx.Rollback() }()
+	stmt, err := tx.PrepareContext(ctx, s.q(`INSERT INTO usage_records
+		(user_id, key_id, model, prompt_tokens, completion_tokens, at, request_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`))
+	if err != nil {
+		return fmt.Errorf("store: record usage: %w", err)
+	}
+	defer stmt.Close()
+	recordedAt := now()
+	for _, r := range recs {
+		at := r.At
+		if at.IsZero() {
+			at = recordedAt
+		}
+		if _, err := stmt.ExecContext(ctx, r.UserID, r.KeyID, r.Model,
+			r.PromptTokens, r.CompletionTokens, toMillis(at), r.RequestID); err != nil {
+			if isForeignKeyViolation(err) {
+				return fmt.Errorf("store: record usage for user id %q: %w", r.UserID, ErrNotFound)
+			}
+			return fmt.Errorf("store: record usage for user id %q: %w", r.UserID, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: record usage: commit: %w", err)
+	}
+	return nil
+}
+
+// UsageByDay sums the user's usage in [from, to) per UTC day and model,
+// ordered by day and then model.
+func (s *Store) UsageByDay(ctx context.Context, userID string, from, to time.Time) ([]UsageDay, error) {
+	// Integer division of the millisecond timestamp buckets rows by UTC day
+	// in the same way on both engines; the date is formatted in Go. SUM is
+	// cast because PostgreSQL widens a sum of BIGINT to NUMERIC.
+	rows, err := s.read.QueryContext(ctx, s.q(`
+		SELECT at / 86400000, model,
+		       CAST(SUM(prompt_tokens) AS BIGINT),
+		       CAST(SUM(completion_tokens) AS BIGINT),
+		       COUNT(*)
+		FROM usage_records
+		WHERE user_id = ? AND at >= ? AND at < ?
+		GROUP BY at / 86400000, model`),
+		userID, toMillis(from), toMillis(to))
+	if err != nil {
+		return nil, fmt.Errorf("store: usage by day of user id %q: %w", userID, err)
+	}
+	defer rows.Close()
+	var days []UsageDay
+	for rows.Next() {
+		var (
+			d   UsageDay
+			day int64
+		)
+		if err := rows.Scan(&day, &d.Model, &d.PromptTokens, &d.CompletionTokens, &d.Requests); err != nil {
+			return nil, fmt.Errorf("store: usage by day of user id %q: %w", userID, err)
+		}
+		d.Day = fromMillis(day * millisPerDay).Format(time.DateOnly)
+		d.TotalTokens = d.PromptTokens + d.CompletionTokens
+		days = append(days, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: usage by day of user id %q: %w", userID, err)
+	}
+	// Sorted here rather than in SQL because PostgreSQL would order model
+	// names by the database's collation and SQLite by bytes; Go gives the
+	// same byte order on both.
+	slices.SortFunc(days, func(a, b UsageDay) int {
+		return cmp.Or(cmp.Compare(a.Day, b.Day), cmp.Compare(a.Model, b.Model))
+	})
+	return days, nil
+}
+
+// TokensUsed returns the user's prompt plus completion tokens recorded at or
+// after since.
+func (s *Store) TokensUsed(ctx context.Context, userID string, since time.Time) (int64, error) {
+	var n int64
+	err := s.read.QueryRowContext(ctx, s.q(`
+		SELECT CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT)
+		FROM usage_records
+		WHERE user_id = ? AND at >= ?`),
+		userID, toMillis(since)).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("store: tokens used by user id %q: %w", userID, err)
+	}
+	return n, nil
+}
