@@ -35,6 +35,8 @@ type Options struct {
 	// Timeout is the whole budget from sending the request until the
 	// upstream's response headers arrive. Once they have, the timer stops,
 	// so a long stream is not cut; only the caller's context ends it.
+	// A plain (non-streamed) answer's body, which a real upstream sends
+	// right after its headers, gets a second budget of the same length.
 	// Zero means DefaultTimeout.
 	Timeout time.Duration
 	// Transport overrides the HTTP transport, mainly for tests. When nil,
@@ -86,6 +88,10 @@ type Response struct {
 // errFirstByteTimeout is the cancellation cause set by the first-byte
 // timer, so a timeout can be told apart from the caller going away.
 var errFirstByteTimeout = errors.New("llm: first-byte budget exhausted")
+
+// errBodyTimeout is the cancellation cause set when a plain answer's body
+// does not arrive in time after its headers.
+var errBodyTimeout = errors.New("llm: response body budget exhausted")
 
 // errBodyTooLarge reports a plain response body beyond maxResponseBody.
 var errBodyTooLarge = errors.New("response body too large")
@@ -251,10 +257,20 @@ func (c *Client) fetch(ctx context.Context, method, target string, body []byte) 
 	defer cancel(nil)
 	defer resp.Body.Close()
 
+	// A plain answer is complete when its headers are sent, so the body
+	// should follow at once. An upstream that sends headers and then
+	// stalls would otherwise hold the call for as long as the caller
+	// waits, so the body gets a budget of its own, equal to the first.
+	bodyTimer := time.AfterFunc(c.timeout, func() { cancel(errBodyTimeout) })
 	raw, err := readBody(resp.Body, c.maxBody, resp.ContentLength)
+	bodyTimer.Stop()
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, 0, c.callerGone(ctxErr)
+		}
+		if errors.Is(context.Cause(resp.Request.Context()), errBodyTimeout) {
+			return nil, 0, &UpstreamError{Kind: ErrUpstreamTimeout, Status: resp.StatusCode, Upstream: c.name,
+				detail: "response body not complete within " + c.timeout.String()}
 		}
 		detail := "reading response body: " + c.netDetail(err)
 		if errors.Is(err, errBodyTooLarge) {

@@ -360,6 +360,29 @@ func TestFirstByteTimeout(t *testing.T) {
 	waitFor(t, cancelled, "upstream seeing its request cancelled")
 }
 
+func TestStalledBodyTimesOut(t *testing.T) {
+	t.Parallel()
+	cancelled := make(chan struct{}, 1)
+	srv := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, `{"model":"m","choices":[`)
+		http.NewResponseController(w).Flush()
+		select {
+		case <-r.Context().Done():
+			signal(cancelled)
+		case <-time.After(5 * time.Second):
+		}
+	})
+	c := clientFor(t, srv, func(o *Options) { o.Timeout = 150 * time.Millisecond })
+
+	_, err := c.Complete(context.Background(), []byte(`{}`))
+	var ue *UpstreamError
+	if !errors.Is(err, ErrUpstreamTimeout) || !errors.As(err, &ue) || ue.Status != 200 {
+		t.Fatalf("err = %v, want ErrUpstreamTimeout with status 200", err)
+	}
+	waitFor(t, cancelled, "upstream seeing its request cancelled")
+}
+
 func TestStreamFirstByteTimeout(t *testing.T) {
 	t.Parallel()
 	started, cancelled := make(chan struct{}, 1), make(chan struct{}, 1)

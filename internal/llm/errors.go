@@ -25,7 +25,8 @@ var (
 	ErrUpstreamRateLimited = errors.New("llm: upstream rate limited")
 
 	// ErrUpstreamTimeout means the upstream sent no response headers within
-	// the client's first-byte budget (Options.Timeout).
+	// the client's first-byte budget (Options.Timeout), or sent the headers
+	// of a plain answer but not its body within the same time again.
 	// Suggested mapping: 504 Gateway Timeout.
 	ErrUpstreamTimeout = errors.New("llm: upstream timeout")
 
