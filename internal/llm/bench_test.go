@@ -11,20 +11,27 @@ import (
 	"testing"
 )
 
-var benchAnswer = []byte(`{"id":"chatcmpl-bench","object":"chat.completion","created":1735689600,"model":"gpt-bench",` +
+// benchAnswer is a typical plain chat answer of about 1 KiB.
+func benchAnswer() []byte {
+	return []byte(`{"id":"chatcmpl-bench","object":"chat.completion","created":1735689600,"model":"gpt-bench",` +
 	`"choices":[{"index":0,"message":{"role":"assistant","content":"` + strings.Repeat("token ", 150) + `"},"finish_reason":"stop"}],` +
 	`"usage":{"prompt_tokens":120,"completion_tokens":150,"total_tokens":270}}`)
+}
 
-var benchRequest = []byte(`{"model":"gpt-bench","messages":[{"role":"user","content":"` + strings.Repeat("word ", 100) + `"}]}`)
+// benchRequest is a typical chat request.
+func benchRequest() []byte {
+	return []byte(`{"model":"gpt-bench","messages":[{"role":"user","content":"` + strings.Repeat("word ", 100) + `"}]}`)
+}
 
 // BenchmarkComplete measures one plain call through the client against a
 // local upstream, so it covers request building, the first-byte timer,
 // body reading and usage extraction (plus the loopback HTTP round trip).
 func BenchmarkComplete(b *testing.B) {
+	answer, request := benchAnswer(), benchRequest()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/json")
-		w.Write(benchAnswer)
+		w.Write(answer)
 	}))
 	defer srv.Close()
 	c, err := NewClient(Options{BaseURL: srv.URL + "/v1", APIKey: "sk-bench"})
@@ -33,9 +40,9 @@ func BenchmarkComplete(b *testing.B) {
 	}
 	ctx := context.Background()
 	b.ReportAllocs()
-	b.SetBytes(int64(len(benchAnswer)))
+	b.SetBytes(int64(len(answer)))
 	for b.Loop() {
-		resp, err := c.Complete(ctx, benchRequest)
+		resp, err := c.Complete(ctx, request)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -93,10 +100,11 @@ func BenchmarkStreamNext(b *testing.B) {
 // BenchmarkMockComplete measures the offline provider used on laptops.
 func BenchmarkMockComplete(b *testing.B) {
 	m := NewMock()
+	request := benchRequest()
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := m.Complete(ctx, benchRequest); err != nil {
+		if _, err := m.Complete(ctx, request); err != nil {
 			b.Fatal(err)
 		}
 	}
