@@ -864,3 +864,26 @@ func TestRebindDollar(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenSQLiteURLForms opens one file through each accepted spelling and
+// checks they all reach the same database.
+func TestOpenSQLiteURLForms(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "forms.db")
+	first := openTestStore(t, path)
+	u := mustCreateUser(t, first, "forms@example.com")
+	for _, url := range []string{
+		"sqlite://" + path,
+		"sqlite:" + path,
+		"file:" + path,
+		"file:" + path + "?mode=rwc",
+	} {
+		s := openTestStore(t, url)
+		if s.Dialect() != DialectSQLite {
+			t.Errorf("%s: Dialect() = %q", url, s.Dialect())
+		}
+		if _, err := s.UserByID(t.Context(), u.ID); err != nil {
+			t.Errorf("%s: %v", url, err)
+		}
+	}
+}
