@@ -14,8 +14,8 @@ import (
 // benchAnswer is a typical plain chat answer of about 1 KiB.
 func benchAnswer() []byte {
 	return []byte(`{"id":"chatcmpl-bench","object":"chat.completion","created":1735689600,"model":"gpt-bench",` +
-	`"choices":[{"index":0,"message":{"role":"assistant","content":"` + strings.Repeat("token ", 150) + `"},"finish_reason":"stop"}],` +
-	`"usage":{"prompt_tokens":120,"completion_tokens":150,"total_tokens":270}}`)
+		`"choices":[{"index":0,"message":{"role":"assistant","content":"` + strings.Repeat("token ", 150) + `"},"finish_reason":"stop"}],` +
+		`"usage":{"prompt_tokens":120,"completion_tokens":150,"total_tokens":270}}`)
 }
 
 // benchRequest is a typical chat request.
