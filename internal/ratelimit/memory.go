@@ -30,13 +30,19 @@ type Memory struct {
 	maxKeys int
 	// now is the clock; tests replace it.
 	now func() time.Time
+	// epoch anchors fullAt; offsets from it are cheaper to compare in the
+	// heap than time.Time values.
+	epoch time.Time
 
 	mu      sync.Mutex
 	buckets map[string]*bucket
 	// recent orders buckets by last use, most recent at the front.
 	recent list.List
-	// byFull is a min-heap of buckets by the time they will be full.
-	byFull fullHeap
+	// byFull is a min-heap of buckets by the time they will be full. It is
+	// built only when the bound is first reached, so a Memory that never
+	// fills up never pays for keeping it in order.
+	byFull     fullHeap
+	byFullKept bool
 }
 
 // bucket is one key's state.
@@ -44,8 +50,9 @@ type bucket struct {
 	key    string
 	policy Policy
 	lim    *rate.Limiter
-	// fullAt is when the bucket will be full if nobody takes a token.
-	fullAt time.Time
+	// fullAt is when the bucket will be full if nobody takes a token, in
+	// nanoseconds since Memory.epoch.
+	fullAt int64
 	// heapIndex is the bucket's position in Memory.byFull.
 	heapIndex int
 	// elem is the bucket's place in Memory.recent.
@@ -61,6 +68,7 @@ func NewMemory(maxKeys int) *Memory {
 	return &Memory{
 		maxKeys: maxKeys,
 		now:     time.Now,
+		epoch:   time.Now(),
 		buckets: make(map[string]*bucket),
 	}
 }
@@ -126,10 +134,12 @@ func (m *Memory) add(key string, p Policy, now time.Time) *bucket {
 		key:    key,
 		policy: p,
 		lim:    rate.NewLimiter(rate.Limit(p.RefillPerSecond), int(p.Capacity)),
-		fullAt: now,
+		fullAt: m.since(now),
 	}
 	b.elem = m.recent.PushFront(b)
-	heap.Push(&m.byFull, b)
+	if m.byFullKept {
+		heap.Push(&m.byFull, b)
+	}
 	m.buckets[key] = b
 	return b
 }
@@ -137,8 +147,17 @@ func (m *Memory) add(key string, p Policy, now time.Time) *bucket {
 // evictOne drops the bucket that became full earliest if any is full now,
 // else the least recently used one. The caller holds m.mu.
 func (m *Memory) evictOne(now time.Time) {
+	if !m.byFullKept {
+		m.byFull = make(fullHeap, 0, len(m.buckets))
+		for _, b := range m.buckets {
+			b.heapIndex = len(m.byFull)
+			m.byFull = append(m.byFull, b)
+		}
+		heap.Init(&m.byFull)
+		m.byFullKept = true
+	}
 	victim := m.byFull[0]
-	if victim.fullAt.After(now) {
+	if victim.fullAt > m.since(now) {
 		victim = m.recent.Back().Value.(*bucket)
 	}
 	heap.Remove(&m.byFull, victim.heapIndex)
@@ -162,23 +181,29 @@ func (m *Memory) applyPolicy(b *bucket, p Policy, now time.Time) {
 // touch records that b was used now and holds tokens. The caller holds m.mu.
 func (m *Memory) touch(b *bucket, tokens float64, now time.Time) {
 	m.recent.MoveToFront(b.elem)
-	missing := float64(b.policy.Capacity) - tokens
-	fullAt := now
-	if missing > 0 {
-		wait := min(missing/b.policy.RefillPerSecond*float64(time.Second), float64(maxWait))
-		fullAt = now.Add(time.Duration(wait))
+	fullAt := m.since(now)
+	if missing := float64(b.policy.Capacity) - tokens; missing > 0 {
+		fullAt += int64(min(missing/b.policy.RefillPerSecond*float64(time.Second), float64(maxWait)))
 	}
-	if !fullAt.Equal(b.fullAt) {
+	if fullAt != b.fullAt {
 		b.fullAt = fullAt
-		heap.Fix(&m.byFull, b.heapIndex)
+		if m.byFullKept {
+			heap.Fix(&m.byFull, b.heapIndex)
+		}
 	}
+}
+
+// since returns t as nanoseconds since m.epoch. It uses the monotonic
+// clock, so a step of the wall clock does not reorder buckets.
+func (m *Memory) since(t time.Time) int64 {
+	return int64(t.Sub(m.epoch))
 }
 
 // fullHeap implements heap.Interface over buckets, earliest fullAt first.
 type fullHeap []*bucket
 
 func (h fullHeap) Len() int           { return len(h) }
-func (h fullHeap) Less(i, j int) bool { return h[i].fullAt.Before(h[j].fullAt) }
+func (h fullHeap) Less(i, j int) bool { return h[i].fullAt < h[j].fullAt }
 func (h fullHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h[i].heapIndex = i

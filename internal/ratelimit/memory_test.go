@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
@@ -35,6 +36,7 @@ func newTestMemory(maxKeys int) (*Memory, *fakeClock) {
 	clock := &fakeClock{now: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
 	m := NewMemory(maxKeys)
 	m.now = clock.Now
+	m.epoch = clock.Now()
 	return m, clock
 }
 
@@ -212,4 +214,112 @@ func BenchmarkMemoryAllow(b *testing.B) {
 			}
 		})
 	})
+}
+
+// TestMemoryEvictionRandomized drives a small Memory with random keys,
+// policies and clock steps and checks every eviction against a brute-force
+// reading of the rule: some full bucket if any is full, else the least
+// recently used.
+func TestMemoryEvictionRandomized(t *testing.T) {
+	t.Parallel()
+	const maxKeys = 8
+	m, clock := newTestMemory(maxKeys)
+	rng := rand.New(rand.NewPCG(1, 2))
+	policies := []Policy{
+		{Capacity: 1, RefillPerSecond: 100},
+		{Capacity: 3, RefillPerSecond: 1},
+		{Capacity: 5, RefillPerSecond: 0.01},
+	}
+	fullEvictions, lruEvictions := 0, 0
+	for i := range 5000 {
+		key := fmt.Sprint("k", rng.IntN(20))
+		p := policies[rng.IntN(len(policies))]
+		clock.Advance(time.Duration(rng.IntN(300)) * time.Millisecond)
+
+		peek := rng.IntN(4) == 0
+		before := m.snapshot()
+		lru := m.recent.Back()
+		var full map[string]bool
+		if !peek && !m.has(key) && len(before) == maxKeys {
+			full = make(map[string]bool)
+			for k, b := range m.buckets {
+				if b.lim.TokensAt(clock.Now()) >= float64(b.policy.Capacity) {
+					full[k] = true
+				}
+			}
+		}
+		if peek {
+			_, _ = m.Peek(t.Context(), key, p)
+		} else {
+			mustMemAllow(t, m, key, p)
+		}
+		after := m.snapshot()
+		if len(after) > maxKeys {
+			t.Fatalf("step %d: %d keys, bound %d", i, len(after), maxKeys)
+		}
+		m.checkHeap(t)
+		var gone []string
+		for k := range before {
+			if !after[k] {
+				gone = append(gone, k)
+			}
+		}
+		if full == nil {
+			if len(gone) != 0 {
+				t.Fatalf("step %d: evicted %v without need", i, gone)
+			}
+			continue
+		}
+		if len(full) > 0 {
+			fullEvictions++
+		} else {
+			lruEvictions++
+		}
+		if len(gone) != 1 {
+			t.Fatalf("step %d: evicted %v, want exactly one", i, gone)
+		}
+		switch {
+		case len(full) > 0 && !full[gone[0]]:
+			t.Fatalf("step %d: evicted %s, which owes tokens, while %v were full", i, gone[0], full)
+		case len(full) == 0 && gone[0] != lru.Value.(*bucket).key:
+			t.Fatalf("step %d: evicted %s, want least recently used %s", i, gone[0], lru.Value.(*bucket).key)
+		}
+	}
+	t.Logf("%d full-bucket and %d LRU evictions", fullEvictions, lruEvictions)
+	// Both branches of the rule must have been exercised for the test to
+	// mean anything.
+	if fullEvictions < 50 || lruEvictions < 50 {
+		t.Errorf("exercised %d full-bucket and %d LRU evictions, want at least 50 each", fullEvictions, lruEvictions)
+	}
+}
+
+func (m *Memory) snapshot() map[string]bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]bool, len(m.buckets))
+	for k := range m.buckets {
+		out[k] = true
+	}
+	return out
+}
+
+// checkHeap verifies the heap order and the buckets' recorded positions.
+func (m *Memory) checkHeap(t *testing.T) {
+	t.Helper()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.byFullKept {
+		return
+	}
+	if len(m.byFull) != len(m.buckets) {
+		t.Fatalf("heap holds %d buckets, map %d", len(m.byFull), len(m.buckets))
+	}
+	for i, b := range m.byFull {
+		if b.heapIndex != i {
+			t.Fatalf("bucket %s at %d records index %d", b.key, i, b.heapIndex)
+		}
+		if parent := (i - 1) / 2; i > 0 && m.byFull[parent].fullAt > b.fullAt {
+			t.Fatalf("heap order broken at %d", i)
+		}
+	}
 }
