@@ -175,7 +175,14 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// miniredisTick is how often startMiniredis moves miniredis's TTL clock.
+const miniredisTick = 10 * time.Millisecond
+
 // startMiniredis runs an in-process miniredis for the test.
+//
+// miniredis only expires keys when told that time has passed, so a
+// goroutine tells it every miniredisTick; code relying on TTLs then behaves
+// as it would against a real server, to within a tick.
 func startMiniredis(t testing.TB) string {
 	t.Helper()
 	m := miniredis.NewMiniRedis()
@@ -183,5 +190,28 @@ func startMiniredis(t testing.TB) string {
 		t.Fatalf("redistest: start miniredis: %v", err)
 	}
 	t.Cleanup(m.Close)
+
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ticker := time.NewTicker(miniredisTick)
+		defer ticker.Stop()
+		last := time.Now()
+		for {
+			select {
+			case <-stop:
+				return
+			case now := <-ticker.C:
+				m.FastForward(now.Sub(last))
+				last = now
+			}
+		}
+	}()
+	// Cleanups run last-registered first: the ticker stops before Close.
+	t.Cleanup(func() {
+		close(stop)
+		<-done
+	})
 	return "redis://" + m.Addr() + "/0"
 }

@@ -4,6 +4,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -46,6 +47,27 @@ func TestStartRedisServer(t *testing.T) {
 func TestStartMiniredis(t *testing.T) {
 	t.Parallel()
 	pingURL(t, startMiniredis(t))
+}
+
+func TestMiniredisExpiresKeys(t *testing.T) {
+	t.Parallel()
+	opts, err := redis.ParseURL(startMiniredis(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(opts)
+	defer c.Close()
+	key := Prefix(t) + "k"
+	if err := c.Set(t.Context(), key, "v", 50*time.Millisecond).Err(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Exists(t.Context(), key).Val() == 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("key with a 50ms TTL never expired")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func pingURL(t *testing.T, url string) {
