@@ -66,10 +66,10 @@ func newMemory(maxBytes int64, ttl time.Duration, clock otter.Clock) *Memory {
 			// burst of writes can outrun it: in TestMemoryStaysWithinBound
 			// the entries held reached ten times the bound. Running the
 			// maintenance on the caller's goroutine keeps the bound hard
-			// for a single writer (and within one entry per concurrent
-			// writer otherwise) for a few hundred ns on some calls. We
-			// use no Compute or deletion callbacks, which such an
-			// executor could deadlock.
+			// for one writer; writers racing each other can leave the
+			// entries they were adding over it until the next call. It
+			// costs a few hundred ns on some calls. We use no Compute or
+			// deletion callbacks, which such an executor could deadlock.
 			Executor: func(fn func()) { fn() },
 		}),
 		maxEntryBytes: int(maxEntry),

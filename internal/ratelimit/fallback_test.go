@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -144,7 +145,7 @@ func TestFallbackTransitions(t *testing.T) {
 		t.Errorf("shared bucket should be empty, got %+v", d)
 	}
 
-	if got, want := logs.levels(), []slog.Level{slog.LevelWarn, slog.LevelInfo}; !equalLevels(got, want) {
+	if got, want := logs.levels(), []slog.Level{slog.LevelWarn, slog.LevelInfo}; !slices.Equal(got, want) {
 		t.Errorf("logged levels %v, want one warning down and one info up %v", got, want)
 	}
 	// 4 Allows while down, 5 Peeks while still down.
@@ -153,16 +154,45 @@ func TestFallbackTransitions(t *testing.T) {
 	}
 }
 
-func equalLevels(a, b []slog.Level) bool {
-	if len(a) != len(b) {
-		return false
+func TestFallbackConcurrentOutage(t *testing.T) {
+	t.Parallel()
+	shared := &flakyLimiter{inner: NewMemory(10)}
+	shared.down.Store(true)
+	logs := &recordingHandler{}
+	f, err := NewFallback(shared, NewMemory(10), FallbackOptions{Logger: slog.New(logs), ProbeInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
 	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
+	p := Policy{Capacity: 5, RefillPerSecond: 0.0001}
+	const callers = 40
+	var (
+		wg      sync.WaitGroup
+		start   = make(chan struct{})
+		allowed atomic.Int64
+	)
+	for range callers {
+		wg.Go(func() {
+			<-start
+			d, err := f.Allow(t.Context(), "k", p)
+			if err != nil {
+				t.Errorf("Allow: %v", err)
+			}
+			if d.Allowed {
+				allowed.Add(1)
+			}
+		})
 	}
-	return true
+	close(start)
+	wg.Wait()
+	if allowed.Load() != 5 {
+		t.Errorf("%d of %d allowed by the local fallback, want 5", allowed.Load(), callers)
+	}
+	if got := logs.levels(); len(got) != 1 {
+		t.Errorf("logged %v for one outage, want a single warning", got)
+	}
+	if f.Fallbacks() != callers {
+		t.Errorf("Fallbacks() = %d, want %d", f.Fallbacks(), callers)
+	}
 }
 
 func TestFallbackModes(t *testing.T) {
@@ -385,7 +415,7 @@ func TestFallbackRedisRestart(t *testing.T) {
 	if d, err := shared.Peek(ctx, "k", p); err != nil || d.Remaining != 3 {
 		t.Errorf("shared Peek = %+v, %v; want 3 left", d, err)
 	}
-	if got, want := logs.levels(), []slog.Level{slog.LevelWarn, slog.LevelInfo}; !equalLevels(got, want) {
+	if got, want := logs.levels(), []slog.Level{slog.LevelWarn, slog.LevelInfo}; !slices.Equal(got, want) {
 		t.Errorf("logged levels %v, want %v", got, want)
 	}
 }

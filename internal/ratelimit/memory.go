@@ -11,7 +11,8 @@ import (
 )
 
 // DefaultMaxKeys is the bucket count [NewMemory] uses when given no
-// positive bound. A bucket costs a few hundred bytes, so this is tens of MB.
+// positive bound. A bucket costs about 250 bytes plus its key, so this is
+// about 25 MB when full.
 const DefaultMaxKeys = 100_000
 
 // Memory is an in-process [Limiter]: a golang.org/x/time/rate bucket per
