@@ -12,7 +12,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"hash"
 )
 
 // Key names one cached response. It is a hex SHA-256 digest, so it is safe
@@ -29,19 +28,22 @@ const keyDomain = "agentapi/cache/v1"
 // normalised request body. Each part is hashed behind its length, so
 // ("ab", "c") and ("a", "bc") give different keys.
 func NewKey(scope, model string, request []byte) Key {
+	// The small parts go into one buffer so the hash sees two writes, not
+	// eight; each write through the hash.Hash interface would otherwise
+	// move its argument to the heap.
+	buf := make([]byte, 0, 4*8+len(keyDomain)+len(scope)+len(model))
+	buf = appendPart(buf, keyDomain)
+	buf = appendPart(buf, scope)
+	buf = appendPart(buf, model)
+	buf = binary.BigEndian.AppendUint64(buf, uint64(len(request)))
 	h := sha256.New()
-	writePart(h, []byte(keyDomain))
-	writePart(h, []byte(scope))
-	writePart(h, []byte(model))
-	writePart(h, request)
-	var sum [sha256.Size]byte
-	return Key(hex.EncodeToString(h.Sum(sum[:0])))
+	h.Write(buf)
+	h.Write(request)
+	return Key(hex.EncodeToString(h.Sum(buf[:0])))
 }
 
-// writePart writes b to h behind its length as 8 big-endian bytes.
-func writePart(h hash.Hash, b []byte) {
-	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], uint64(len(b)))
-	h.Write(n[:])
-	h.Write(b)
+// appendPart appends s to buf behind its length as 8 big-endian bytes.
+func appendPart(buf []byte, s string) []byte {
+	buf = binary.BigEndian.AppendUint64(buf, uint64(len(s)))
+	return append(buf, s...)
 }
