@@ -53,6 +53,8 @@ func URL(t testing.TB) string {
 }
 
 // Client returns a go-redis client for [URL], closed when the test ends.
+// Without TEST_REDIS_URL every call starts its own server, so a test that
+// needs two clients on one Redis should call URL once and build both from it.
 func Client(t testing.TB) *redis.Client {
 	t.Helper()
 	opts, err := redis.ParseURL(URL(t))
