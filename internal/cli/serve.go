@@ -1,0 +1,223 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/agentapi/agentapi/internal/auth"
+	"github.com/agentapi/agentapi/internal/cache"
+	"github.com/agentapi/agentapi/internal/config"
+	"github.com/agentapi/agentapi/internal/httpapi"
+	"github.com/agentapi/agentapi/internal/llm"
+	"github.com/agentapi/agentapi/internal/ratelimit"
+	"github.com/agentapi/agentapi/internal/redisconn"
+	"github.com/agentapi/agentapi/internal/store"
+	"github.com/agentapi/agentapi/internal/usage"
+	"github.com/redis/go-redis/v9"
+)
+
+// Demo account of the prototype's test script; development only.
+const (
+	demoEmail    = "user@example.com"
+	demoPassword = "password"
+)
+
+// Key prefixes in a shared Redis, so one Redis can serve other tenants too.
+const (
+	redisLimitPrefix = "agentapi:rl:"
+	redisCachePrefix = "agentapi:cache:"
+)
+
+// maxLimiterKeys bounds the in-process limiter's memory (about 100 bytes a key).
+const maxLimiterKeys = 1 << 20
+
+// maxCacheEntryBytes keeps one huge answer from crowding out the cache.
+const maxCacheEntryBytes = 1 << 20
+
+// serve runs the HTTP server until ctx ends, then drains it.
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) > 0 {
+		return errUsage
+	}
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	logger := newLogger(stdout, cfg.LogLevel)
+	logger.Info("starting", "version", Version, "config", cfg)
+	switch {
+	case cfg.SecretKeyGenerated:
+		logger.Warn("SECRET_KEY is not set: using a random key for this process; tokens stop working on restart and differ between replicas")
+	case cfg.SecretKey == config.PlaceholderSecret || len(cfg.SecretKey) < config.MinSecretBytes:
+		logger.Warn("SECRET_KEY is weak (placeholder or shorter than 32 bytes); APP_ENV=production would refuse it")
+	}
+
+	st, err := store.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	logger.Info("database ready", "dialect", st.Dialect())
+
+	hasher, err := auth.NewHasher(0)
+	if err != nil {
+		return err
+	}
+	if cfg.DemoUser {
+		if err := ensureDemoUser(ctx, st, hasher); err != nil {
+			return err
+		}
+		logger.Warn("development demo account is enabled: user@example.com / password (set DEMO_USER=false to disable; never created in production)")
+	}
+	tokens, err := auth.NewTokens(auth.TokenOptions{Secret: cfg.SecretKey, Algorithm: cfg.Algorithm,
+		TTL: cfg.AccessTokenTTL, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience})
+	if err != nil {
+		return err
+	}
+
+	ready := []httpapi.ReadyCheck{{Name: "database", Check: st.Ping}}
+	var rdb *redis.Client
+	if cfg.RedisURL != "" {
+		rdb, err = redisconn.Open(redisconn.Options{URL: cfg.RedisURL})
+		if err != nil {
+			return fmt.Errorf("REDIS_URL: %w", err)
+		}
+		defer rdb.Close()
+		ready = append(ready, httpapi.ReadyCheck{Name: "redis", Check: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }})
+	}
+
+	lim, err := newLimiter(cfg, rdb, logger)
+	if err != nil {
+		return err
+	}
+	respCache := newCache(cfg, rdb)
+
+	var provider interface {
+		Complete(ctx context.Context, body []byte) (*llm.Response, error)
+	}
+	if cfg.MockLLM() {
+		provider = llm.NewMock()
+		logger.Warn("OPENAI_API_KEY is not set: answering with the built-in offline mock model (development only)")
+	} else {
+		client, err := llm.NewClient(llm.Options{BaseURL: cfg.OpenAIBaseURL, APIKey: cfg.OpenAIAPIKey, Timeout: cfg.UpstreamTimeout, Name: "openai"})
+		if err != nil {
+			return fmt.Errorf("OPENAI_BASE_URL: %w", err)
+		}
+		provider = client
+		logger.Info("model provider", "base_url", cfg.OpenAIBaseURL, "default_model", cfg.LLMModel)
+	}
+
+	rec := usage.NewRecorder(st, logger, usage.Options{})
+
+	handler := httpapi.NewHandler(httpapi.Deps{
+		Logger:       logger,
+		AppName:      cfg.AppName,
+		Users:        st,
+		Hasher:       hasher,
+		Tokens:       tokens,
+		Limiter:      lim,
+		Policies:     policies(cfg),
+		Cache:        respCache,
+		CacheScope:   cfg.CacheScope,
+		LLM:          provider,
+		DefaultModel: cfg.LLMModel,
+		Usage:        rec,
+		Ready:        ready,
+		CORSOrigins:  cfg.CORSOrigins,
+		MaxBodyBytes: cfg.MaxBodyBytes,
+	})
+	srv := httpapi.NewServer(cfg.Addr(), handler, logger)
+	ln, err := net.Listen("tcp", cfg.Addr())
+	if err != nil {
+		return fmt.Errorf("listen on %s (HOST/PORT): %w", cfg.Addr(), err)
+	}
+	logger.Info("listening", "addr", ln.Addr().String())
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	select {
+	case err := <-serveErr:
+		rec.Close(context.Background())
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	shutdownErr := srv.Shutdown(shutdownCtx)
+	if shutdownErr != nil {
+		logger.Warn("requests still running at the shutdown deadline were cut", "error", shutdownErr.Error())
+		srv.Close()
+	}
+	// Usage written after the last request finished, so nothing is lost.
+	flushCtx, cancelFlush := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancelFlush()
+	if err := rec.Close(flushCtx); err != nil {
+		return err
+	}
+	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("http server: %w", err)
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+func policies(cfg config.Config) httpapi.Policies {
+	return httpapi.Policies{
+		"free": {Name: "free", Capacity: cfg.RateLimitFree, RefillPerSecond: cfg.RateLimitFreeRefill},
+		"pro":  {Name: "pro", Capacity: cfg.RateLimitPro, RefillPerSecond: cfg.RateLimitProRefill},
+	}
+}
+
+// newLimiter picks the in-process limiter, or the Redis one (shared by all
+// replicas) wrapped in the configured behaviour for when Redis fails.
+func newLimiter(cfg config.Config, rdb *redis.Client, logger *slog.Logger) (ratelimit.Limiter, error) {
+	mem := ratelimit.NewMemory(maxLimiterKeys)
+	if rdb == nil {
+		return mem, nil
+	}
+	mode, err := ratelimit.ParseFallbackMode(cfg.RateLimitOnRedisError)
+	if err != nil {
+		return nil, fmt.Errorf("RATE_LIMIT_ON_REDIS_ERROR: %w", err)
+	}
+	return ratelimit.NewFallback(ratelimit.NewRedis(rdb, redisLimitPrefix), mem, ratelimit.FallbackOptions{Mode: mode, Logger: logger})
+}
+
+// newCache returns nil (caching off) when CACHE_TTL is 0.
+func newCache(cfg config.Config, rdb *redis.Client) interface {
+	Get(ctx context.Context, k cache.Key) ([]byte, bool, error)
+	Set(ctx context.Context, k cache.Key, v []byte) error
+} {
+	switch {
+	case cfg.CacheTTL == 0:
+		return nil
+	case rdb != nil:
+		return cache.NewRedis(rdb, redisCachePrefix, cfg.CacheTTL, maxCacheEntryBytes)
+	default:
+		return cache.NewMemory(cfg.CacheMaxBytes, cfg.CacheTTL)
+	}
+}
+
+func ensureDemoUser(ctx context.Context, st *store.Store, hasher *auth.Hasher) error {
+	if _, err := st.UserByEmail(ctx, demoEmail); err == nil {
+		return nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	hash, err := hasher.Hash(ctx, demoPassword)
+	if err != nil {
+		return err
+	}
+	_, err = st.CreateUser(ctx, store.User{Email: demoEmail, PasswordHash: hash, Tier: "free"})
+	if errors.Is(err, store.ErrConflict) {
+		return nil // another replica created it first
+	}
+	return err
+}

@@ -1,0 +1,345 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agentapi/agentapi/internal/store"
+)
+
+// syncBuffer collects the server's stdout safely across goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// server is one agentapi process started through Run, as main would.
+type server struct {
+	url  string
+	out  *syncBuffer
+	stop context.CancelFunc
+	done chan error
+}
+
+func mapEnv(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+// startServer runs `agentapi serve` with env and waits for its "listening" line.
+func startServer(t *testing.T, env map[string]string) *server {
+	t.Helper()
+	env["HOST"] = "127.0.0.1"
+	env["PORT"] = "0"
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &server{out: &syncBuffer{}, stop: cancel, done: make(chan error, 1)}
+	go func() { s.done <- Run(ctx, []string{"serve"}, mapEnv(env), strings.NewReader(""), s.out, io.Discard) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for s.url == "" {
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("server did not start; output:\n%s", s.out.String())
+		}
+		select {
+		case err := <-s.done:
+			t.Fatalf("server exited: %v\n%s", err, s.out.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		sc := bufio.NewScanner(strings.NewReader(s.out.String()))
+		for sc.Scan() {
+			var line struct {
+				Msg  string `json:"msg"`
+				Addr string `json:"addr"`
+			}
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" {
+				s.url = "http://" + line.Addr
+			}
+		}
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-s.done:
+		case <-time.After(20 * time.Second):
+			t.Error("server did not stop")
+		}
+	})
+	return s
+}
+
+// shutdown cancels Run's context (SIGTERM in main) and returns Run's error.
+func (s *server) shutdown(t *testing.T) error {
+	t.Helper()
+	s.stop()
+	select {
+	case err := <-s.done:
+		s.done <- err // for the cleanup
+		return err
+	case <-time.After(20 * time.Second):
+		t.Fatal("server did not stop")
+		return nil
+	}
+}
+
+func call(t *testing.T, method, url, token string, body any) (int, map[string]any, http.Header) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, url, rd)
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	b, _ := io.ReadAll(resp.Body)
+	json.Unmarshal(b, &m)
+	return resp.StatusCode, m, resp.Header
+}
+
+// fakeOpenAI answers chat completions like OpenAI, optionally slowly.
+func fakeOpenAI(t *testing.T, delay time.Duration) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer sk-upstream-test" || r.URL.Path != "/v1/chat/completions" {
+			http.Error(w, `{"error":{"message":"bad key or path"}}`, 401)
+			return
+		}
+		var req struct {
+			Model    string `json:"model"`
+			Messages []struct{ Content string } `json:"messages"`
+		}
+		json.NewDecoder(r.Body).Decode(&req)
+		select {
+		case <-time.After(delay):
+		case <-r.Context().Done():
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"id":"x","object":"chat.completion","model":%q,"choices":[{"index":0,"message":{"role":"assistant","content":"Hi! You said: %s"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}`,
+			req.Model, req.Messages[0].Content)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// TestPrototypeFlow is the prototype's test_api.py, through the real program:
+// log in as the demo user, 15 chats (10 succeed, then 429), then the quota.
+func TestPrototypeFlow(t *testing.T) {
+	t.Parallel()
+	up := fakeOpenAI(t, 0)
+	dir := t.TempDir()
+	s := startServer(t, map[string]string{
+		"DATABASE_URL":    filepath.Join(dir, "agentapi.db"),
+		"OPENAI_API_KEY":  "sk-upstream-test",
+		"OPENAI_BASE_URL": up.URL + "/v1",
+		"LLM_MODEL":       "gpt-test",
+	})
+	status, m, _ := call(t, "POST", s.url+"/auth/login", "", map[string]string{"email": "user@example.com", "password": "password"})
+	if status != 200 {
+		t.Fatalf("login: %d %v", status, m)
+	}
+	token := m["access_token"].(string)
+	ok, limited := 0, 0
+	for i := 0; i < 15; i++ {
+		status, m, _ := call(t, "POST", s.url+"/chat", token, map[string]string{"message": fmt.Sprintf("Hello %d", i)})
+		switch status {
+		case 200:
+			ok++
+			if m["response"] != fmt.Sprintf("Hi! You said: Hello %d", i) || m["tokens_used"].(float64) != 7 {
+				t.Fatalf("chat %d: %v", i, m)
+			}
+		case 429:
+			limited++
+		default:
+			t.Fatalf("chat %d: %d %v", i, status, m)
+		}
+	}
+	// At 1 token/s a slow machine might refill one during the loop.
+	if ok < 10 || ok > 11 || limited != 15-ok {
+		t.Fatalf("ok %d, limited %d; want 10 then 429s", ok, limited)
+	}
+	status, m, _ = call(t, "GET", s.url+"/chat/quota", token, nil)
+	if status != 200 || m["tier"] != "free" || m["limit"].(float64) != 10 || m["remaining"].(float64) > 1 {
+		t.Fatalf("quota: %d %v", status, m)
+	}
+	if err := s.shutdown(t); err != nil {
+		t.Fatalf("graceful shutdown: %v", err)
+	}
+	out := s.out.String()
+	for _, want := range []string{`"msg":"starting"`, `"msg":"request"`, "demo account", `"msg":"stopped"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %s", want)
+		}
+	}
+	for _, secret := range []string{"sk-upstream-test", token, `"password"`, "Hello 3"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("log leaks %q", secret)
+		}
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if !json.Valid([]byte(line)) {
+			t.Errorf("log line is not JSON: %s", line)
+		}
+	}
+}
+
+// TestEmbeddedDefaults starts with nothing configured but a database path: the
+// mock model answers and the demo user exists.
+func TestEmbeddedDefaults(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, map[string]string{"DATABASE_URL": filepath.Join(t.TempDir(), "a.db")})
+	status, m, _ := call(t, "POST", s.url+"/auth/login", "", map[string]string{"email": "user@example.com", "password": "password"})
+	if status != 200 {
+		t.Fatalf("login: %d %v", status, m)
+	}
+	status, m, _ = call(t, "POST", s.url+"/chat", m["access_token"].(string), map[string]string{"message": "ping"})
+	if status != 200 || m["response"] == "" || m["tokens_used"].(float64) <= 0 {
+		t.Fatalf("mock chat: %d %v", status, m)
+	}
+	if status, _, _ := call(t, "GET", s.url+"/ready", "", nil); status != 200 {
+		t.Fatalf("ready: %d", status)
+	}
+	if !strings.Contains(s.out.String(), "mock model") {
+		t.Error("start-up log does not say the mock model answers")
+	}
+	if err := healthcheck(context.Background(), mapEnv(map[string]string{"HOST": "127.0.0.1", "PORT": strings.TrimPrefix(s.url[strings.LastIndex(s.url, ":"):], ":")})); err != nil {
+		t.Fatalf("healthcheck against a live server: %v", err)
+	}
+}
+
+// TestGracefulShutdownDrains stops the server while a slow chat is in flight:
+// the chat completes, its usage is written, and Run returns nil.
+func TestGracefulShutdownDrains(t *testing.T) {
+	t.Parallel()
+	up := fakeOpenAI(t, 700*time.Millisecond)
+	db := filepath.Join(t.TempDir(), "agentapi.db")
+	s := startServer(t, map[string]string{
+		"DATABASE_URL": db, "OPENAI_API_KEY": "sk-upstream-test", "OPENAI_BASE_URL": up.URL + "/v1",
+	})
+	_, m, _ := call(t, "POST", s.url+"/auth/login", "", map[string]string{"email": "user@example.com", "password": "password"})
+	token := m["access_token"].(string)
+	type res struct {
+		status int
+		body   map[string]any
+	}
+	got := make(chan res, 1)
+	go func() {
+		st, body, _ := call(t, "POST", s.url+"/chat", token, map[string]string{"message": "slow"})
+		got <- res{st, body}
+	}()
+	time.Sleep(200 * time.Millisecond) // let the request reach the upstream
+	if err := s.shutdown(t); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	r := <-got
+	if r.status != 200 || r.body["response"] != "Hi! You said: slow" {
+		t.Fatalf("in-flight request during shutdown: %d %v", r.status, r.body)
+	}
+	st, err := store.Open(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	u, err := st.UserByEmail(context.Background(), "user@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := st.TokensUsed(context.Background(), u.ID, time.Now().Add(-time.Hour))
+	if err != nil || n != 7 {
+		t.Fatalf("usage after shutdown: %d %v (want 7: recorded before exit)", n, err)
+	}
+}
+
+func TestStartRefusesBadConfig(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		env  map[string]string
+		want []string
+	}{
+		{map[string]string{"APP_ENV": "production", "OPENAI_API_KEY": "x", "SECRET_KEY": "your-secret-key-here"}, []string{"SECRET_KEY"}},
+		{map[string]string{"APP_ENV": "production", "SECRET_KEY": strings.Repeat("s", 40)}, []string{"OPENAI_API_KEY"}},
+		{map[string]string{"PORT": "x", "ALGORITHM": "none"}, []string{"PORT", "ALGORITHM"}},
+	}
+	for _, tc := range cases {
+		err := Run(context.Background(), []string{"serve"}, mapEnv(tc.env), strings.NewReader(""), io.Discard, io.Discard)
+		if err == nil {
+			t.Fatalf("%v: started", tc.env)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%v: error %q does not name %s", tc.env, err, w)
+			}
+		}
+	}
+}
+
+func TestUsersCommands(t *testing.T) {
+	t.Parallel()
+	db := filepath.Join(t.TempDir(), "u.db")
+	env := mapEnv(map[string]string{"DATABASE_URL": db})
+	var out bytes.Buffer
+	run := func(stdin string, args ...string) error {
+		out.Reset()
+		return Run(context.Background(), args, env, strings.NewReader(stdin), &out, io.Discard)
+	}
+	if err := run("s3cret-password\n", "users", "create", "--email", "Pat@Example.com", "--password-stdin", "--tier", "pro"); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "s3cret") {
+		t.Fatal("password echoed")
+	}
+	if err := run("", "users", "create", "--email", "pat@example.com", "--password", "another-password"); err == nil {
+		t.Fatal("duplicate email accepted")
+	}
+	if err := run("", "users", "create", "--email", "q@example.com", "--password", "short"); err == nil {
+		t.Fatal("short password accepted")
+	}
+	if err := run("", "users", "set-tier", "--email", "pat@example.com", "--tier", "gold"); err == nil {
+		t.Fatal("unknown tier accepted")
+	}
+	if err := run("", "users", "set-tier", "--email", "nobody@example.com", "--tier", "pro"); err == nil {
+		t.Fatal("set-tier on a missing user succeeded")
+	}
+	if err := run("", "users", "set-tier", "--email", "pat@example.com", "--tier", "free"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	u, err := st.UserByEmail(context.Background(), "pat@example.com")
+	if err != nil || u.Tier != "free" {
+		t.Fatalf("user %+v %v", u, err)
+	}
+	if err := run("", "bogus"); err == nil {
+		t.Fatal("unknown command accepted")
+	}
+}

@@ -1,0 +1,177 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/mail"
+	"strings"
+
+	"github.com/agentapi/agentapi/internal/auth"
+	"github.com/agentapi/agentapi/internal/store"
+)
+
+// maxEmailBytes is RFC 5321's limit on a forward path.
+const maxEmailBytes = 254
+
+type credentials struct {
+	Email    *string `json:"email"`
+	Password *string `json:"password"`
+}
+
+// validEmail accepts a plain addr-spec with a dotted domain, nothing more
+// (no display names, no comments).
+func validEmail(s string) bool {
+	if len(s) == 0 || len(s) > maxEmailBytes {
+		return false
+	}
+	a, err := mail.ParseAddress(s)
+	if err != nil || a.Address != s || a.Name != "" {
+		return false
+	}
+	at := strings.LastIndexByte(s, '@')
+	return at > 0 && strings.Contains(s[at+1:], ".")
+}
+
+func handleRegister(logger *slog.Logger, users userStore, hasher *auth.Hasher) http.Handler {
+	type response struct {
+		ID    string `json:"id"`
+		Email string `json:"email"`
+		Tier  string `json:"tier"`
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var in credentials
+		if err := decodeJSON(r, &in); err != nil {
+			writeError(w, r, logger, err)
+			return
+		}
+		var problems []fieldProblem
+		email := ""
+		if in.Email == nil {
+			problems = append(problems, fieldProblem{"email", "is required"})
+		} else if email = strings.ToLower(strings.TrimSpace(*in.Email)); !validEmail(email) {
+			problems = append(problems, fieldProblem{"email", "must be a valid email address"})
+		}
+		if in.Password == nil {
+			problems = append(problems, fieldProblem{"password", "is required"})
+		} else if p := auth.ValidatePassword(*in.Password); p != "" {
+			problems = append(problems, fieldProblem{"password", p})
+		}
+		if len(problems) > 0 {
+			writeError(w, r, logger, errValidation(problems...))
+			return
+		}
+		hash, err := hasher.Hash(r.Context(), *in.Password)
+		if err != nil {
+			writeError(w, r, logger, err)
+			return
+		}
+		u, err := users.CreateUser(r.Context(), store.User{Email: email, PasswordHash: hash, Tier: "free"})
+		if errors.Is(err, store.ErrConflict) {
+			writeError(w, r, logger, errStatus(http.StatusConflict, "Email already registered"))
+			return
+		}
+		if err != nil {
+			writeError(w, r, logger, err)
+			return
+		}
+		requestInfoFrom(r.Context()).userID = u.ID
+		writeJSON(w, http.StatusCreated, response{ID: u.ID, Email: u.Email, Tier: u.Tier})
+	})
+}
+
+func handleLogin(logger *slog.Logger, users userStore, hasher *auth.Hasher, tokens *auth.Tokens) http.Handler {
+	type response struct {
+		AccessToken string `json:"access_token"`
+		TokenType   string `json:"token_type"`
+		ExpiresIn   int64  `json:"expires_in"`
+	}
+	// One answer for an unknown email, a wrong password and a disabled account,
+	// so the endpoint does not reveal which accounts exist.
+	invalid := &apiError{status: http.StatusUnauthorized, message: "Invalid credentials"}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var in credentials
+		if err := decodeJSON(r, &in); err != nil {
+			writeError(w, r, logger, err)
+			return
+		}
+		var problems []fieldProblem
+		if in.Email == nil || len(*in.Email) > maxEmailBytes {
+			problems = append(problems, fieldProblem{"email", "is required (at most 254 bytes)"})
+		}
+		if in.Password == nil || len(*in.Password) > auth.MaxPasswordBytes {
+			problems = append(problems, fieldProblem{"password", "is required (at most 1024 bytes)"})
+		}
+		if len(problems) > 0 {
+			writeError(w, r, logger, errValidation(problems...))
+			return
+		}
+		u, err := users.UserByEmail(r.Context(), strings.ToLower(strings.TrimSpace(*in.Email)))
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			// Spend the time a real check would, then fail the same way.
+			if err := hasher.VerifyDummy(r.Context(), *in.Password); err != nil && !errors.Is(err, auth.ErrPasswordMismatch) {
+				writeError(w, r, logger, err)
+				return
+			}
+			writeError(w, r, logger, invalid)
+			return
+		case err != nil:
+			writeError(w, r, logger, err)
+			return
+		}
+		err = hasher.Verify(r.Context(), u.PasswordHash, *in.Password)
+		if errors.Is(err, auth.ErrPasswordMismatch) || (err == nil && u.Disabled) {
+			writeError(w, r, logger, invalid)
+			return
+		}
+		if err != nil {
+			writeError(w, r, logger, err)
+			return
+		}
+		tok, _, err := tokens.Issue(u.ID, u.Tier)
+		if err != nil {
+			writeError(w, r, logger, err)
+			return
+		}
+		requestInfoFrom(r.Context()).userID = u.ID
+		writeJSON(w, http.StatusOK, response{AccessToken: tok, TokenType: "bearer", ExpiresIn: int64(tokens.TTL().Seconds())})
+	})
+}
+
+// principal is who a request acts for, once authenticated.
+type principal struct {
+	UserID string
+	Tier   string
+	KeyID  string // set when an API key, not a JWT, authenticated the request
+}
+
+func principalFrom(ctx context.Context) principal {
+	p, _ := ctx.Value(ctxPrincipal).(principal)
+	return p
+}
+
+// requireAuth admits requests with a valid bearer access token. Failures never
+// reach the rate limiter, so they cannot spend anyone's quota.
+func requireAuth(logger *slog.Logger, tokens *auth.Tokens) func(http.Handler) http.Handler {
+	missing := &apiError{status: http.StatusUnauthorized, message: "Not authenticated",
+		header: http.Header{"Www-Authenticate": {`Bearer`}}}
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			cred, ok := bearer(r)
+			if !ok {
+				writeError(w, r, logger, missing)
+				return
+			}
+			c, err := tokens.Verify(cred)
+			if err != nil {
+				writeError(w, r, logger, err)
+				return
+			}
+			p := principal{UserID: c.UserID, Tier: c.Tier}
+			requestInfoFrom(r.Context()).userID = p.UserID
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxPrincipal, p)))
+		})
+	}
+}

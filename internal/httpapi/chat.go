@@ -1,0 +1,227 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/agentapi/agentapi/internal/cache"
+	"github.com/agentapi/agentapi/internal/llm"
+	"github.com/agentapi/agentapi/internal/ratelimit"
+	"github.com/agentapi/agentapi/internal/store"
+)
+
+// Bounds on /chat input.
+const (
+	maxMessageChars = 32000
+	maxModelBytes   = 200
+)
+
+// rateLimitKey is the bucket of one user: the same key for every credential
+// the user holds, so a second API key does not double the limit.
+func rateLimitKey(userID string) string { return "user:" + userID }
+
+// rateLimit spends one token of the caller's bucket or answers 429 with the
+// prototype's body. Every answer carries the IETF RateLimit headers.
+func rateLimit(logger *slog.Logger, lim limiter, policies Policies) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			p := principalFrom(r.Context())
+			pol := policies.For(p.Tier)
+			d, err := lim.Allow(r.Context(), rateLimitKey(p.UserID), pol)
+			if err != nil {
+				writeError(w, r, logger, err)
+				return
+			}
+			setRateLimitHeaders(w.Header(), pol, d)
+			if !d.Allowed {
+				w.Header().Set("Retry-After", strconv.FormatInt(ceilSeconds(d.RetryAfter, 1), 10))
+				writeError(w, r, logger, &apiError{status: http.StatusTooManyRequests, message: rateLimitBody{
+					Error: "Rate limit exceeded", Tier: pol.Name, Limit: pol.Capacity,
+				}})
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// rateLimitBody is the prototype's 429 detail, field for field.
+type rateLimitBody struct {
+	Error string `json:"error"`
+	Tier  string `json:"tier"`
+	Limit int64  `json:"limit"`
+}
+
+// setRateLimitHeaders writes draft-ietf-httpapi-ratelimit-headers fields. A
+// token bucket's "window" is the time it takes to refill from empty.
+func setRateLimitHeaders(h http.Header, pol ratelimit.Policy, d ratelimit.Decision) {
+	window := int64(math.Ceil(float64(pol.Capacity) / pol.RefillPerSecond))
+	h.Set("RateLimit-Policy", fmt.Sprintf("%q;q=%d;w=%d", pol.Name, pol.Capacity, window))
+	h.Set("RateLimit", fmt.Sprintf("%q;r=%d;t=%d", pol.Name, d.Remaining, ceilSeconds(d.Reset, 0)))
+}
+
+func ceilSeconds(d time.Duration, min int64) int64 {
+	s := int64(math.Ceil(d.Seconds()))
+	if s < min {
+		return min
+	}
+	return s
+}
+
+type chatRequest struct {
+	Message *string `json:"message"`
+	Model   *string `json:"model"`
+}
+
+type chatResponse struct {
+	Response   string `json:"response"`
+	TokensUsed int64  `json:"tokens_used"`
+	FromCache  bool   `json:"from_cache"`
+}
+
+// validModel accepts model names as providers spell them: short, printable,
+// no spaces or control characters.
+func validModel(m string) bool {
+	if m == "" || len(m) > maxModelBytes || !utf8.ValidString(m) {
+		return false
+	}
+	for _, c := range m {
+		if c <= ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func handleChat(logger *slog.Logger, c responseCache, cacheScope string, provider chatProvider, defaultModel string, usage usageRecorder) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var in chatRequest
+		if err := decodeJSON(r, &in); err != nil {
+			writeError(w, r, logger, err)
+			return
+		}
+		var problems []fieldProblem
+		if in.Message == nil {
+			problems = append(problems, fieldProblem{"message", "is required"})
+		} else if n := utf8.RuneCountInString(*in.Message); n < 1 || n > maxMessageChars || !utf8.ValidString(*in.Message) {
+			problems = append(problems, fieldProblem{"message", fmt.Sprintf("must be 1 to %d characters", maxMessageChars)})
+		}
+		model := defaultModel
+		if in.Model != nil {
+			model = *in.Model
+			if !validModel(model) {
+				problems = append(problems, fieldProblem{"model", fmt.Sprintf("must be a model name of at most %d bytes without spaces", maxModelBytes)})
+			}
+		}
+		if len(problems) > 0 {
+			writeError(w, r, logger, errValidation(problems...))
+			return
+		}
+		ctx := r.Context()
+		p := principalFrom(ctx)
+		info := requestInfoFrom(ctx)
+
+		body, err := json.Marshal(upstreamChat{Model: model, Messages: []upstreamMessage{{Role: "user", Content: *in.Message}}})
+		if err != nil {
+			writeError(w, r, logger, err)
+			return
+		}
+		var key cache.Key
+		if c != nil {
+			scope := "user:" + p.UserID
+			if cacheScope == "global" {
+				scope = "global"
+			}
+			key = cache.NewKey(scope, model, body)
+			if b, ok, err := c.Get(ctx, key); err == nil && ok {
+				var hit chatResponse
+				if json.Unmarshal(b, &hit) == nil {
+					info.cache = "hit"
+					// A hit costs no tokens: nothing was generated for it.
+					writeJSON(w, http.StatusOK, chatResponse{Response: hit.Response, TokensUsed: 0, FromCache: true})
+					return
+				}
+			} else if err != nil {
+				// The cache is an optimisation: on trouble, go to the model.
+				logger.LogAttrs(ctx, slog.LevelWarn, "cache get failed", slog.String("request_id", info.id), slog.String("error", err.Error()))
+			}
+			info.cache = "miss"
+		}
+
+		resp, err := provider.Complete(ctx, body)
+		if err != nil {
+			writeError(w, r, logger, err)
+			return
+		}
+		content, err := llm.FirstMessageContent(resp.Body)
+		if err != nil {
+			writeError(w, r, logger, fmt.Errorf("chat: upstream answer: %w", err))
+			return
+		}
+		out := chatResponse{Response: content, TokensUsed: resp.Usage.TotalTokens}
+		info.tokens = out.TokensUsed
+		if usage != nil {
+			if err := usage.Record(ctx, store.UsageRecord{
+				UserID: p.UserID, KeyID: p.KeyID, Model: usedModel(resp, model),
+				PromptTokens: resp.Usage.PromptTokens, CompletionTokens: resp.Usage.CompletionTokens,
+				At: time.Now().UTC(), RequestID: info.id,
+			}); err != nil {
+				logger.LogAttrs(ctx, slog.LevelError, "usage record failed", slog.String("request_id", info.id), slog.String("error", err.Error()))
+			}
+		}
+		if c != nil {
+			if b, err := json.Marshal(out); err == nil {
+				if err := c.Set(ctx, key, b); err != nil {
+					logger.LogAttrs(ctx, slog.LevelWarn, "cache set failed", slog.String("request_id", info.id), slog.String("error", err.Error()))
+				}
+			}
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+}
+
+func usedModel(resp *llm.Response, requested string) string {
+	if resp.Model != "" {
+		return resp.Model
+	}
+	return requested
+}
+
+// upstreamChat is the OpenAI chat-completions request /chat sends.
+type upstreamChat struct {
+	Model    string            `json:"model"`
+	Messages []upstreamMessage `json:"messages"`
+}
+
+type upstreamMessage struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+func handleQuota(logger *slog.Logger, lim limiter, policies Policies) http.Handler {
+	type response struct {
+		UserID       string `json:"user_id"`
+		Tier         string `json:"tier"`
+		Limit        int64  `json:"limit"`
+		Remaining    int64  `json:"remaining"`
+		ResetSeconds int64  `json:"reset_seconds"`
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := principalFrom(r.Context())
+		pol := policies.For(p.Tier)
+		d, err := lim.Peek(r.Context(), rateLimitKey(p.UserID), pol)
+		if err != nil {
+			writeError(w, r, logger, err)
+			return
+		}
+		setRateLimitHeaders(w.Header(), pol, d)
+		writeJSON(w, http.StatusOK, response{UserID: p.UserID, Tier: pol.Name, Limit: pol.Capacity,
+			Remaining: d.Remaining, ResetSeconds: ceilSeconds(d.Reset, 0)})
+	})
+}

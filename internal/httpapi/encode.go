@@ -1,0 +1,74 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+)
+
+// writeJSON writes v as the whole response body.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Only our own types are encoded here; failing is a programming error.
+		http.Error(w, `{"error":"Internal server error"}`, http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+// decodeJSON reads one JSON object from the (size-limited) body into v. Unknown
+// fields are ignored: a client cannot set anything we do not read. It returns an
+// *apiError describing what is wrong, ready for writeError.
+func decodeJSON(r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
+		return errStatus(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+	}
+	dec := json.NewDecoder(r.Body)
+	err := dec.Decode(v)
+	if err == nil {
+		if dec.More() {
+			return errStatus(http.StatusBadRequest, "Request body must contain a single JSON object")
+		}
+		return nil
+	}
+	var maxErr *http.MaxBytesError
+	var syntaxErr *json.SyntaxError
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &maxErr):
+		return errStatus(http.StatusRequestEntityTooLarge, fmt.Sprintf("Request body exceeds %d bytes", maxErr.Limit))
+	case errors.Is(err, io.EOF):
+		return errStatus(http.StatusBadRequest, "Request body is empty")
+	case errors.As(err, &syntaxErr), errors.Is(err, io.ErrUnexpectedEOF):
+		return errStatus(http.StatusBadRequest, "Malformed JSON")
+	case errors.As(err, &typeErr):
+		field := typeErr.Field
+		if field == "" {
+			return errStatus(http.StatusUnprocessableEntity, "Request body must be a JSON object")
+		}
+		return errValidation(fieldProblem{Field: field, Problem: "must be a " + jsonKind(typeErr.Type.Kind().String())})
+	default:
+		return errStatus(http.StatusBadRequest, "Malformed JSON")
+	}
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "string":
+		return "string"
+	case "bool":
+		return "boolean"
+	case "int", "int64", "int32", "float64", "float32":
+		return "number"
+	case "slice":
+		return "array"
+	default:
+		return "object"
+	}
+}

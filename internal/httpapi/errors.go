@@ -1,0 +1,122 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/agentapi/agentapi/internal/auth"
+	"github.com/agentapi/agentapi/internal/llm"
+	"github.com/agentapi/agentapi/internal/ratelimit"
+	"github.com/agentapi/agentapi/internal/store"
+)
+
+// apiError is an error a handler already knows the status of. Its body is the
+// prototype's shape: {"error": <message or object>, "path": <request path>}.
+type apiError struct {
+	status  int
+	message any // a string, or an object such as the 429 body
+	details []fieldProblem
+	header  http.Header
+	cause   error // for the log only
+}
+
+func (e *apiError) Error() string {
+	if s, ok := e.message.(string); ok {
+		return s
+	}
+	return http.StatusText(e.status)
+}
+
+func (e *apiError) Unwrap() error { return e.cause }
+
+// fieldProblem names one invalid field of a request body.
+type fieldProblem struct {
+	Field   string `json:"field"`
+	Problem string `json:"problem"`
+}
+
+func errStatus(status int, msg string) *apiError { return &apiError{status: status, message: msg} }
+
+func errValidation(problems ...fieldProblem) *apiError {
+	return &apiError{status: http.StatusUnprocessableEntity, message: "Validation failed", details: problems}
+}
+
+type errorBody struct {
+	Error     any            `json:"error"`
+	Path      string         `json:"path"`
+	Details   []fieldProblem `json:"details,omitempty"`
+	RequestID string         `json:"request_id,omitempty"`
+}
+
+// writeError is the one place errors become HTTP responses. Known errors map to
+// their status; everything else is a 500 whose body says nothing about
+// internals and carries the request id, while the details go to the log.
+func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err error) {
+	info := requestInfoFrom(r.Context())
+	var ae *apiError
+	var ue *llm.UpstreamError
+	switch {
+	case errors.As(err, &ae):
+	case errors.Is(err, auth.ErrInvalidToken):
+		ae = &apiError{status: http.StatusUnauthorized, message: "Invalid token",
+			header: http.Header{"Www-Authenticate": {`Bearer error="invalid_token"`}}}
+	case errors.As(err, &ue):
+		ae = upstreamError(ue)
+	case errors.Is(err, llm.ErrUpstreamTimeout), errors.Is(err, context.DeadlineExceeded):
+		ae = errStatus(http.StatusGatewayTimeout, "Upstream model timed out")
+	case errors.Is(err, ratelimit.ErrUnavailable):
+		ae = errStatus(http.StatusServiceUnavailable, "Rate limiter unavailable")
+	case errors.Is(err, store.ErrNotFound):
+		ae = errStatus(http.StatusNotFound, "Not found")
+	case errors.Is(err, store.ErrConflict):
+		ae = errStatus(http.StatusConflict, "Conflict")
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client went away; nobody reads this response. 499 is nginx's
+		// convention and shows in the access log as what happened.
+		ae = errStatus(499, "Client closed request")
+	default:
+		ae = errStatus(http.StatusInternalServerError, "Internal server error")
+	}
+	if info != nil {
+		info.err = err
+	}
+	if ae.status >= 500 {
+		logger.LogAttrs(r.Context(), slog.LevelError, "request failed",
+			slog.String("request_id", requestID(r.Context())), slog.Int("status", ae.status), slog.String("error", err.Error()))
+	}
+	for k, v := range ae.header {
+		w.Header()[k] = v
+	}
+	body := errorBody{Error: ae.message, Path: r.URL.Path, Details: ae.details}
+	if ae.status >= 500 {
+		body.RequestID = requestID(r.Context())
+	}
+	writeJSON(w, ae.status, body)
+}
+
+// upstreamError maps a failed provider call: the upstream's own trouble is a
+// bad gateway, its rate limit is our temporary unavailability, and its silence
+// is a gateway timeout.
+func upstreamError(ue *llm.UpstreamError) *apiError {
+	switch {
+	case errors.Is(ue, llm.ErrUpstreamTimeout):
+		return errStatus(http.StatusGatewayTimeout, "Upstream model timed out")
+	case errors.Is(ue, llm.ErrUpstreamRateLimited):
+		secs := int64(ue.RetryAfter.Round(time.Second) / time.Second)
+		if secs < 1 {
+			secs = 1
+		}
+		return &apiError{status: http.StatusServiceUnavailable, message: "Upstream model is rate limited; retry later",
+			header: http.Header{"Retry-After": {strconv.FormatInt(secs, 10)}}}
+	case errors.Is(ue, llm.ErrUpstreamRejected) && (ue.Status == http.StatusBadRequest || ue.Status == http.StatusNotFound || ue.Status == http.StatusUnprocessableEntity):
+		// The request itself was refused (say, an unknown model): the caller's to fix.
+		return errStatus(http.StatusBadRequest, "The model provider rejected the request (check the model name and parameters)")
+	default:
+		// Anything else, including the upstream refusing our own key, is ours.
+		return errStatus(http.StatusBadGateway, "Upstream model failed")
+	}
+}

@@ -1,0 +1,251 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/agentapi/agentapi/internal/auth"
+	"github.com/agentapi/agentapi/internal/cache"
+	"github.com/agentapi/agentapi/internal/llm"
+	"github.com/agentapi/agentapi/internal/ratelimit"
+	"github.com/agentapi/agentapi/internal/store"
+	"github.com/agentapi/agentapi/internal/usage"
+)
+
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// fakeUpstream is an OpenAI-compatible server whose behaviour a test sets.
+type fakeUpstream struct {
+	*httptest.Server
+	calls   atomic.Int64
+	mu      sync.Mutex
+	handler http.HandlerFunc
+	lastReq []byte
+	lastHdr http.Header
+}
+
+func newFakeUpstream(t *testing.T) *fakeUpstream {
+	f := &fakeUpstream{}
+	f.handler = openAIReply
+	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.calls.Add(1)
+		b, _ := io.ReadAll(r.Body)
+		f.mu.Lock()
+		f.lastReq, f.lastHdr = b, r.Header.Clone()
+		h := f.handler
+		f.mu.Unlock()
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		h(w, r)
+	}))
+	t.Cleanup(f.Close)
+	return f
+}
+
+func (f *fakeUpstream) set(h http.HandlerFunc) {
+	f.mu.Lock()
+	f.handler = h
+	f.mu.Unlock()
+}
+
+// openAIReply answers a chat completion echoing the last message.
+func openAIReply(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Model    string `json:"model"`
+		Messages []struct {
+			Content string `json:"content"`
+		} `json:"messages"`
+	}
+	json.NewDecoder(r.Body).Decode(&req)
+	msg := ""
+	if n := len(req.Messages); n > 0 {
+		msg = req.Messages[n-1].Content
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{
+		"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": req.Model,
+		"choices": []any{map[string]any{"index": 0, "finish_reason": "stop",
+			"message": map[string]any{"role": "assistant", "content": "echo: " + msg}}},
+		"usage": map[string]any{"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12},
+	})
+}
+
+type testAPI struct {
+	t        *testing.T
+	srv      *httptest.Server
+	store    *store.Store
+	upstream *fakeUpstream
+	tokens   *auth.Tokens
+	hasher   *auth.Hasher
+	logs     *syncBuffer
+	usage    *usage.Recorder
+}
+
+type testOptions struct {
+	capacity   int64
+	refill     float64
+	cacheScope string
+	noCache    bool
+	timeout    time.Duration
+	cors       []string
+	maxBody    int64
+	provider   chatProvider // overrides the fake upstream client
+}
+
+func newTestAPI(t *testing.T, o testOptions) *testAPI {
+	t.Helper()
+	if o.capacity == 0 {
+		o.capacity = 10
+	}
+	if o.refill == 0 {
+		o.refill = 0.001
+	}
+	if o.cacheScope == "" {
+		o.cacheScope = "user"
+	}
+	if o.timeout == 0 {
+		o.timeout = 5 * time.Second
+	}
+	if o.maxBody == 0 {
+		o.maxBody = 1 << 20
+	}
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "test.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	hasher, err := auth.NewHasher(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := auth.NewTokens(auth.TokenOptions{Secret: "test-secret-test-secret-test-secret", Algorithm: "HS256",
+		TTL: 30 * time.Minute, Issuer: "agentapi", Audience: "agentapi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := newFakeUpstream(t)
+	provider := o.provider
+	if provider == nil {
+		client, err := llm.NewClient(llm.Options{BaseURL: up.URL + "/v1", APIKey: "upstream-key-canary", Timeout: o.timeout, Name: "test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		provider = client
+	}
+	logs := &syncBuffer{}
+	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	rec := usage.NewRecorder(st, logger, usage.Options{FlushInterval: 20 * time.Millisecond})
+	t.Cleanup(func() { rec.Close(context.Background()) })
+	var c responseCache
+	if !o.noCache {
+		c = cache.NewMemory(8<<20, time.Hour)
+	}
+	h := NewHandler(Deps{
+		Logger:   logger,
+		AppName:  "AI Agent API",
+		Users:    st,
+		Hasher:   hasher,
+		Tokens:   tokens,
+		Limiter:  ratelimit.NewMemory(1000),
+		Policies: Policies{"free": {Name: "free", Capacity: o.capacity, RefillPerSecond: o.refill}, "pro": {Name: "pro", Capacity: 1000, RefillPerSecond: 10}},
+		Cache:    c, CacheScope: o.cacheScope,
+		LLM: provider, DefaultModel: "test-model",
+		Usage:        rec,
+		Ready:        []ReadyCheck{{Name: "database", Check: st.Ping}},
+		CORSOrigins:  o.cors,
+		MaxBodyBytes: o.maxBody,
+	})
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return &testAPI{t: t, srv: srv, store: st, upstream: up, tokens: tokens, hasher: hasher, logs: logs, usage: rec}
+}
+
+type result struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r result) json(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(r.body, &m); err != nil {
+		t.Fatalf("body is not a JSON object: %v: %s", err, r.body)
+	}
+	return m
+}
+
+func (a *testAPI) do(method, path, token string, body any, hdr ...string) result {
+	a.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		j, _ := json.Marshal(b)
+		rd = bytes.NewReader(j)
+	}
+	req, err := http.NewRequest(method, a.srv.URL+path, rd)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := a.srv.Client().Do(req)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return result{status: resp.StatusCode, header: resp.Header, body: b}
+}
+
+// user registers an account and returns a token for it.
+func (a *testAPI) user(email string) string {
+	a.t.Helper()
+	if r := a.do("POST", "/auth/register", "", map[string]string{"email": email, "password": "password123"}); r.status != 201 {
+		a.t.Fatalf("register %s: %d %s", email, r.status, r.body)
+	}
+	r := a.do("POST", "/auth/login", "", map[string]string{"email": email, "password": "password123"})
+	if r.status != 200 {
+		a.t.Fatalf("login %s: %d %s", email, r.status, r.body)
+	}
+	return r.json(a.t)["access_token"].(string)
+}

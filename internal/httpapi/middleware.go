@@ -1,0 +1,246 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"time"
+)
+
+type ctxKey int
+
+const (
+	ctxRequestInfo ctxKey = iota
+	ctxPrincipal
+)
+
+// requestInfo travels with a request so that the one access-log line can carry
+// what the handlers learned (who, cache, tokens) without a second log call.
+type requestInfo struct {
+	id     string
+	userID string
+	cache  string // "hit", "miss", or "" when not applicable
+	tokens int64
+	err    error
+}
+
+func requestInfoFrom(ctx context.Context) *requestInfo {
+	ri, _ := ctx.Value(ctxRequestInfo).(*requestInfo)
+	return ri
+}
+
+func requestID(ctx context.Context) string {
+	if ri := requestInfoFrom(ctx); ri != nil {
+		return ri.id
+	}
+	return ""
+}
+
+// validRequestID accepts a caller's X-Request-ID only if it is short and plain,
+// so it cannot smuggle anything into logs or headers.
+func validRequestID(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
+			return false
+		}
+	}
+	return true
+}
+
+func newRequestID() string {
+	b := make([]byte, 12)
+	rand.Read(b) // never fails (crypto/rand panics on its own if the OS source breaks)
+	return hex.EncodeToString(b)
+}
+
+// withRequestID accepts or assigns the request id and echoes it back.
+func withRequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-ID")
+		if !validRequestID(id) {
+			id = newRequestID()
+		}
+		w.Header().Set("X-Request-ID", id)
+		ri := &requestInfo{id: id}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxRequestInfo, ri)))
+	})
+}
+
+// statusRecorder remembers the status and size for the access log. It keeps
+// Flush and Unwrap working so streaming handlers and http.ResponseController
+// see the real writer.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	n, err := s.ResponseWriter.Write(b)
+	s.bytes += int64(n)
+	return n, err
+}
+
+func (s *statusRecorder) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// withAccessLog writes exactly one JSON line per request. It logs the path but
+// never the query string, headers or body: those can hold tokens and prompts.
+func withAccessLog(logger *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			start := time.Now()
+			rec := &statusRecorder{ResponseWriter: w}
+			next.ServeHTTP(rec, r)
+			ri := requestInfoFrom(r.Context())
+			status := rec.status
+			if status == 0 {
+				status = http.StatusOK
+			}
+			attrs := make([]slog.Attr, 0, 10)
+			attrs = append(attrs,
+				slog.String("request_id", ri.id),
+				slog.String("method", r.Method),
+				slog.String("path", r.URL.Path),
+				slog.Int("status", status),
+				slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
+				slog.Int64("bytes", rec.bytes),
+			)
+			if ri.userID != "" {
+				attrs = append(attrs, slog.String("user_id", ri.userID))
+			}
+			if ri.cache != "" {
+				attrs = append(attrs, slog.String("cache", ri.cache))
+			}
+			if ri.tokens != 0 {
+				attrs = append(attrs, slog.Int64("tokens", ri.tokens))
+			}
+			level := slog.LevelInfo
+			if status >= 500 {
+				level = slog.LevelError
+			}
+			logger.LogAttrs(r.Context(), level, "request", attrs...)
+		})
+	}
+}
+
+// withRecover turns a panic into a 500 in the usual error shape; the stack goes
+// to the log only.
+func withRecover(logger *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer func() {
+				v := recover()
+				if v == nil {
+					return
+				}
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				logger.LogAttrs(r.Context(), slog.LevelError, "panic",
+					slog.String("request_id", requestID(r.Context())),
+					slog.String("panic", fmt.Sprint(v)),
+					slog.String("stack", string(debug.Stack())))
+				writeError(w, r, logger, fmt.Errorf("panic: %v", v))
+			}()
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// withCORS answers browsers only for origins on the allowlist. A "*" entry
+// allows any origin but then never with credentials; listed origins get
+// credentials. Other origins get no CORS headers at all.
+func withCORS(origins []string) func(http.Handler) http.Handler {
+	any := slices.Contains(origins, "*")
+	return func(next http.Handler) http.Handler {
+		if len(origins) == 0 {
+			return next
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			origin := r.Header.Get("Origin")
+			h := w.Header()
+			h.Add("Vary", "Origin")
+			listed := origin != "" && slices.Contains(origins, origin)
+			if origin != "" && (listed || any) {
+				if listed {
+					h.Set("Access-Control-Allow-Origin", origin)
+					h.Set("Access-Control-Allow-Credentials", "true")
+				} else {
+					h.Set("Access-Control-Allow-Origin", "*")
+				}
+				h.Set("Access-Control-Expose-Headers", "X-Request-ID, Retry-After, RateLimit, RateLimit-Policy")
+				if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+					h.Add("Vary", "Access-Control-Request-Method")
+					h.Add("Vary", "Access-Control-Request-Headers")
+					h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
+					h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, X-Request-ID")
+					h.Set("Access-Control-Max-Age", "600")
+					w.WriteHeader(http.StatusNoContent)
+					return
+				}
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// withBodyLimit caps every request body; decodeJSON turns the overflow into a 413.
+func withBodyLimit(logger *slog.Logger, max int64) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.ContentLength > max {
+				writeError(w, r, logger, errStatus(http.StatusRequestEntityTooLarge, fmt.Sprintf("Request body exceeds %d bytes", max)))
+				return
+			}
+			r.Body = http.MaxBytesReader(w, r.Body, max)
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// withSecurityHeaders sets headers that cost nothing and close off content sniffing.
+func withSecurityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Cache-Control", "no-store")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// bearer extracts the credential of an "Authorization: Bearer x" header.
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, cred, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	cred = strings.TrimSpace(cred)
+	return cred, cred != ""
+}

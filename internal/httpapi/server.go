@@ -1,0 +1,114 @@
+// Package httpapi is agentapi's HTTP surface: routes, handlers, middleware and
+// the mapping of errors to responses. It is the only package that knows about
+// status codes and JSON error bodies.
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/agentapi/agentapi/internal/auth"
+	"github.com/agentapi/agentapi/internal/cache"
+	"github.com/agentapi/agentapi/internal/llm"
+	"github.com/agentapi/agentapi/internal/ratelimit"
+	"github.com/agentapi/agentapi/internal/store"
+)
+
+// userStore is what the handlers need from the account database.
+type userStore interface {
+	CreateUser(ctx context.Context, u store.User) (store.User, error)
+	UserByEmail(ctx context.Context, email string) (store.User, error)
+}
+
+// limiter decides and reports per-key token buckets.
+type limiter interface {
+	Allow(ctx context.Context, key string, p ratelimit.Policy) (ratelimit.Decision, error)
+	Peek(ctx context.Context, key string, p ratelimit.Policy) (ratelimit.Decision, error)
+}
+
+// responseCache stores finished responses by key.
+type responseCache interface {
+	Get(ctx context.Context, k cache.Key) ([]byte, bool, error)
+	Set(ctx context.Context, k cache.Key, v []byte) error
+}
+
+// chatProvider is the model behind /chat.
+type chatProvider interface {
+	Complete(ctx context.Context, body []byte) (*llm.Response, error)
+}
+
+// usageRecorder accepts one record per completed model call.
+type usageRecorder interface {
+	Record(ctx context.Context, rec store.UsageRecord) error
+}
+
+// ReadyCheck is one dependency /ready asks about.
+type ReadyCheck struct {
+	Name  string
+	Check func(ctx context.Context) error
+}
+
+// Deps is everything the HTTP layer is built from. run builds each one
+// explicitly; nothing here reaches for a global.
+type Deps struct {
+	Logger   *slog.Logger
+	AppName  string
+	Users    userStore
+	Hasher   *auth.Hasher
+	Tokens   *auth.Tokens
+	Limiter  limiter
+	Policies Policies
+	Cache    responseCache // nil disables caching
+	// CacheScope is "user" (each user sees only their own cached answers) or
+	// "global" (identical requests share answers across users).
+	CacheScope   string
+	LLM          chatProvider
+	DefaultModel string
+	Usage        usageRecorder
+	Ready        []ReadyCheck
+	CORSOrigins  []string
+	MaxBodyBytes int64
+}
+
+// Policies maps a tier name to its rate-limit policy.
+type Policies map[string]ratelimit.Policy
+
+// For returns the tier's policy; an unknown tier gets the free one, the least
+// privileged (tokens are ours, so this only matters after a tier is retired).
+func (p Policies) For(tier string) ratelimit.Policy {
+	if pol, ok := p[tier]; ok {
+		return pol
+	}
+	return p["free"]
+}
+
+// NewHandler builds the whole HTTP handler: middleware around every route.
+func NewHandler(d Deps) http.Handler {
+	mux := http.NewServeMux()
+	addRoutes(mux, d)
+	var h http.Handler = withJSONFallback(d.Logger, mux)
+	h = withBodyLimit(d.Logger, d.MaxBodyBytes)(h)
+	h = withCORS(d.CORSOrigins)(h)
+	h = withSecurityHeaders(h)
+	h = withRecover(d.Logger)(h)
+	h = withAccessLog(d.Logger)(h)
+	h = withRequestID(h)
+	return h
+}
+
+// NewServer wraps the handler in an http.Server with timeouts that stop slow
+// clients from holding connections. There is no WriteTimeout: it would cut
+// long model answers; handlers bound their own work instead.
+func NewServer(addr string, h http.Handler, logger *slog.Logger) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+}
