@@ -73,7 +73,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		if err := ensureDemoUser(ctx, st, hasher); err != nil {
 			return err
 		}
-		logger.Warn("development demo account is enabled: user@example.com / password (set DEMO_USER=false to disable; never created in production)")
+		logger.Warn("development demo account is enabled: user@example.com with the demo password from the README (set DEMO_USER=false to disable; never created in production)")
 	}
 	tokens, err := auth.NewTokens(auth.TokenOptions{Secret: cfg.SecretKey, Algorithm: cfg.Algorithm,
 		TTL: cfg.AccessTokenTTL, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience})
