@@ -122,7 +122,7 @@ func NewClient(opts Options) (*Client, error) {
 	}
 	transport := opts.Transport
 	if transport == nil {
-		transport = newTransport()
+		transport = NewTransport()
 	}
 	c := &Client{
 		name:          name,
@@ -151,7 +151,7 @@ func NewClient(opts Options) (*Client, error) {
 	return c, nil
 }
 
-// newTransport builds the transport shared by all calls of one client. The
+// NewTransport builds the transport shared by all calls of one client. The
 // gateway talks to few hosts with many concurrent requests, so the idle pool
 // per host is much larger than net/http's default of 2; otherwise bursts
 // would open and tear down connections (and TLS sessions) constantly.
@@ -160,7 +160,7 @@ func NewClient(opts Options) (*Client, error) {
 // the config package; pass a Transport to go through a proxy.
 // ResponseHeaderTimeout is left unset on purpose: the client's own
 // first-byte timer covers that, including dial and TLS time.
-func newTransport() *http.Transport {
+func NewTransport() *http.Transport {
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	return &http.Transport{
 		DialContext:           dialer.DialContext,
@@ -177,19 +177,25 @@ func newTransport() *http.Transport {
 // the model) and returns the upstream's answer untouched, with the usage
 // and model read from it.
 func (c *Client) Complete(ctx context.Context, body []byte) (*Response, error) {
-	return c.post(ctx, c.chatURL, body)
+	return c.post(ctx, c.chatURL, body, c.timeout)
 }
 
 // Embeddings sends an embeddings request body to the upstream's
 // /embeddings endpoint and returns its answer untouched, with the usage
 // read from it.
 func (c *Client) Embeddings(ctx context.Context, body []byte) (*Response, error) {
-	return c.post(ctx, c.embeddingsURL, body)
+	return c.post(ctx, c.embeddingsURL, body, c.timeout)
 }
 
 // Models returns the body of the upstream's GET /models answer.
 func (c *Client) Models(ctx context.Context) ([]byte, error) {
-	raw, status, err := c.fetch(ctx, http.MethodGet, c.modelsURL, nil)
+	return c.models(ctx, c.timeout)
+}
+
+// models is Models with an explicit budget, which a Router shrinks to what
+// is left of its own.
+func (c *Client) models(ctx context.Context, budget time.Duration) ([]byte, error) {
+	raw, status, err := c.fetch(ctx, http.MethodGet, c.modelsURL, nil, budget)
 	if err != nil {
 		return nil, err
 	}
@@ -205,7 +211,12 @@ func (c *Client) Models(ctx context.Context) ([]byte, error) {
 // returned here, so the caller can still choose an HTTP status; errors
 // after it come from Stream.Next. The caller must Close the stream.
 func (c *Client) Stream(ctx context.Context, body []byte) (*Stream, error) {
-	resp, cancel, err := c.send(ctx, http.MethodPost, c.chatURL, body, true)
+	return c.stream(ctx, body, c.timeout)
+}
+
+// stream is Stream with an explicit first-byte budget.
+func (c *Client) stream(ctx context.Context, body []byte, budget time.Duration) (*Stream, error) {
+	resp, cancel, err := c.send(ctx, http.MethodPost, c.chatURL, body, true, budget)
 	if err != nil {
 		return nil, err
 	}
@@ -232,9 +243,10 @@ func mediaType(contentType string) string {
 	return strings.ToLower(strings.TrimSpace(contentType))
 }
 
-// post sends a JSON body and reads the plain JSON answer.
-func (c *Client) post(ctx context.Context, target string, body []byte) (*Response, error) {
-	raw, status, err := c.fetch(ctx, http.MethodPost, target, body)
+// post sends a JSON body and reads the plain JSON answer within budget
+// (first byte) plus budget again (body).
+func (c *Client) post(ctx context.Context, target string, body []byte, budget time.Duration) (*Response, error) {
+	raw, status, err := c.fetch(ctx, http.MethodPost, target, body, budget)
 	if err != nil {
 		return nil, err
 	}
@@ -246,8 +258,8 @@ func (c *Client) post(ctx context.Context, target string, body []byte) (*Respons
 }
 
 // fetch performs a plain call and reads the whole (capped) body.
-func (c *Client) fetch(ctx context.Context, method, target string, body []byte) ([]byte, int, error) {
-	resp, cancel, err := c.send(ctx, method, target, body, false)
+func (c *Client) fetch(ctx context.Context, method, target string, body []byte, budget time.Duration) ([]byte, int, error) {
+	resp, cancel, err := c.send(ctx, method, target, body, false, budget)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -261,7 +273,7 @@ func (c *Client) fetch(ctx context.Context, method, target string, body []byte) 
 	// should follow at once. An upstream that sends headers and then
 	// stalls would otherwise hold the call for as long as the caller
 	// waits, so the body gets a budget of its own, equal to the first.
-	bodyTimer := time.AfterFunc(c.timeout, func() { cancel(errBodyTimeout) })
+	bodyTimer := time.AfterFunc(budget, func() { cancel(errBodyTimeout) })
 	raw, err := readBody(resp.Body, c.maxBody, resp.ContentLength)
 	bodyTimer.Stop()
 	if err != nil {
@@ -270,13 +282,16 @@ func (c *Client) fetch(ctx context.Context, method, target string, body []byte) 
 		}
 		if errors.Is(context.Cause(resp.Request.Context()), errBodyTimeout) {
 			return nil, 0, &UpstreamError{Kind: ErrUpstreamTimeout, Status: resp.StatusCode, Upstream: c.name,
-				detail: "response body not complete within " + c.timeout.String()}
+				detail: "response body not complete within " + budget.String()}
 		}
 		detail := "reading response body: " + c.netDetail(err)
 		if errors.Is(err, errBodyTooLarge) {
 			detail = fmt.Sprintf("response body exceeds %d bytes", c.maxBody)
 		}
-		return nil, 0, &UpstreamError{Kind: ErrUpstreamUnavailable, Status: resp.StatusCode, Upstream: c.name, detail: detail}
+		// A body cut off by the network is a connection failure like any
+		// other; one that is merely too large is not worth repeating.
+		return nil, 0, &UpstreamError{Kind: ErrUpstreamUnavailable, Status: resp.StatusCode, Upstream: c.name, detail: detail,
+			connection: !errors.Is(err, errBodyTooLarge)}
 	}
 	return raw, resp.StatusCode, nil
 }
@@ -286,12 +301,12 @@ func (c *Client) fetch(ctx context.Context, method, target string, body []byte) 
 // func must be called once the body is done with. The budget's timer is
 // stopped as soon as headers arrive, so reading the body is bounded only by
 // ctx from then on.
-func (c *Client) send(ctx context.Context, method, target string, body []byte, stream bool) (*http.Response, context.CancelCauseFunc, error) {
+func (c *Client) send(ctx context.Context, method, target string, body []byte, stream bool, budget time.Duration) (*http.Response, context.CancelCauseFunc, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, nil, c.callerGone(err)
 	}
 	reqCtx, cancel := context.WithCancelCause(ctx)
-	timer := time.AfterFunc(c.timeout, func() { cancel(errFirstByteTimeout) })
+	timer := time.AfterFunc(budget, func() { cancel(errFirstByteTimeout) })
 
 	var reader io.Reader
 	if body != nil {
@@ -323,7 +338,7 @@ func (c *Client) send(ctx context.Context, method, target string, body []byte, s
 		timer.Stop()
 		// Classify before cancel(nil): afterwards the cause would read
 		// as a plain cancellation.
-		e := c.transportError(ctx, reqCtx, err)
+		e := c.transportError(ctx, reqCtx, err, budget)
 		cancel(nil)
 		return nil, nil, e
 	}
@@ -345,22 +360,22 @@ func (c *Client) send(ctx context.Context, method, target string, body []byte, s
 		if err := ctx.Err(); err != nil {
 			return nil, nil, c.callerGone(err)
 		}
-		return nil, nil, c.timeoutError()
+		return nil, nil, c.timeoutError(budget)
 	}
 	return resp, cancel, nil
 }
 
 // transportError classifies a failure of http.Client.Do.
-func (c *Client) transportError(parent, reqCtx context.Context, err error) error {
+func (c *Client) transportError(parent, reqCtx context.Context, err error, budget time.Duration) error {
 	// The caller leaving wins: nobody is waiting for a 5xx any more, and
 	// the HTTP layer must not count it against the upstream.
 	if ctxErr := parent.Err(); ctxErr != nil {
 		return c.callerGone(ctxErr)
 	}
 	if errors.Is(context.Cause(reqCtx), errFirstByteTimeout) {
-		return c.timeoutError()
+		return c.timeoutError(budget)
 	}
-	return &UpstreamError{Kind: ErrUpstreamUnavailable, Upstream: c.name, detail: c.netDetail(err)}
+	return &UpstreamError{Kind: ErrUpstreamUnavailable, Upstream: c.name, detail: c.netDetail(err), connection: true}
 }
 
 // statusError builds the error for a non-2xx answer, keeping its body.
@@ -384,11 +399,11 @@ func (c *Client) statusError(resp *http.Response) *UpstreamError {
 	}
 }
 
-func (c *Client) timeoutError() *UpstreamError {
+func (c *Client) timeoutError(budget time.Duration) *UpstreamError {
 	return &UpstreamError{
 		Kind:     ErrUpstreamTimeout,
 		Upstream: c.name,
-		detail:   "no response headers within " + c.timeout.String(),
+		detail:   "no response headers within " + budget.String(),
 	}
 }
 

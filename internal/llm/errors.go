@@ -63,6 +63,10 @@ type UpstreamError struct {
 	// detail is a short, already sanitised summary (a network error
 	// without its URL, or the upstream's error type and code) for logs.
 	detail string
+	// connection is set when the call failed in the network (refused,
+	// reset, cut off) rather than with an answer, so a Router knows a
+	// second attempt may fare better.
+	connection bool
 }
 
 // Error returns a one-line summary that is safe to log: it names the kind,

@@ -153,3 +153,22 @@ func EstimateTokens(s string) int64 {
 	n := utf8.RuneCountInString(s)
 	return int64((n + 3) / 4)
 }
+
+// UsageOnlyChunk reports whether a streamed chunk is the extra one that
+// stream_options.include_usage adds at the end: a usage object and an empty
+// choices array. A gateway that asked for usage on the client's behalf
+// drops exactly that chunk. Chunks without a usage key are recognised by a
+// byte scan, without decoding.
+func UsageOnlyChunk(chunk []byte) bool {
+	if !mayHaveUsage(chunk) {
+		return false
+	}
+	var c struct {
+		Choices []json.RawMessage `json:"choices"`
+		Usage   *Usage            `json:"usage"`
+	}
+	if json.Unmarshal(chunk, &c) != nil {
+		return false
+	}
+	return c.Usage != nil && len(c.Choices) == 0
+}

@@ -54,6 +54,11 @@ type Stream struct {
 	usage    Usage
 	hasUsage bool
 
+	// peeked is a first event read ahead by a Router (to retry an upstream
+	// that fails before sending anything); Next hands it out first.
+	peeked    []byte
+	hasPeeked bool
+
 	err    error // sticky: io.EOF after a clean end, else the failure
 	done   bool  // "[DONE]" seen
 	closed bool
@@ -87,6 +92,10 @@ func newStream(ctx context.Context, body io.ReadCloser, cancel context.CancelCau
 // both ErrUpstreamUnavailable and the cause, such as io.ErrUnexpectedEOF.
 // If the caller's context is cancelled the error wraps its context error.
 func (s *Stream) Next() ([]byte, error) {
+	if s.hasPeeked {
+		s.hasPeeked = false
+		return s.peeked, nil
+	}
 	if s.err != nil {
 		return nil, s.err
 	}
