@@ -9,14 +9,24 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// DefaultCallTimeout bounds one Get or Set of a [Redis] cache. A healthy
+// Redis answers in about a millisecond; a cache that cannot answer well
+// within a request's budget is worth less than going to the model, so the
+// caller gets an error instead of waiting for the client's own, longer,
+// socket timeouts (and their retry).
+const DefaultCallTimeout = 50 * time.Millisecond
+
 // Redis is a response cache in Redis, shared by every replica using the
-// same Redis and prefix. Each Get and Set is one command. It is safe for
+// same Redis and prefix. Each Get and Set is one command, bounded by
+// DefaultCallTimeout (for socket reads and writes too when the client has
+// ContextTimeoutEnabled, as package redisconn's clients do). It is safe for
 // concurrent use.
 type Redis struct {
 	client        redis.UniversalClient
 	prefix        string
 	ttl           time.Duration
 	maxEntryBytes int
+	callTimeout   time.Duration
 }
 
 // NewRedis returns a cache storing k's value at prefix+k, each entry
@@ -33,11 +43,13 @@ func NewRedis(c redis.UniversalClient, prefix string, ttl time.Duration, maxEntr
 	if maxEntryBytes < 1 {
 		maxEntryBytes = DefaultMaxEntryBytes
 	}
-	return &Redis{client: c, prefix: prefix, ttl: ttl, maxEntryBytes: maxEntryBytes}
+	return &Redis{client: c, prefix: prefix, ttl: ttl, maxEntryBytes: maxEntryBytes, callTimeout: DefaultCallTimeout}
 }
 
 // Get returns k's value, or false if k is absent or expired.
 func (r *Redis) Get(ctx context.Context, k Key) ([]byte, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.callTimeout)
+	defer cancel()
 	v, err := r.client.Get(ctx, r.prefix+string(k)).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, false, nil
@@ -55,6 +67,8 @@ func (r *Redis) Set(ctx context.Context, k Key, v []byte) error {
 	if len(v) > r.maxEntryBytes {
 		return nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, r.callTimeout)
+	defer cancel()
 	if err := r.client.Set(ctx, r.prefix+string(k), v, r.ttl).Err(); err != nil {
 		return fmt.Errorf("cache: redis set: %w", err)
 	}

@@ -2,12 +2,14 @@ package cache
 
 import (
 	"context"
+	"io"
 	"net"
 	"testing"
 	"time"
 
 	"github.com/agentapi/agentapi/internal/redisconn"
 	"github.com/agentapi/agentapi/internal/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 func TestRedis(t *testing.T) {
@@ -61,6 +63,47 @@ func TestRedisUnreachable(t *testing.T) {
 	}
 	if err := r.Set(ctx, k, []byte("v")); err == nil {
 		t.Error("Set succeeded against a closed port")
+	}
+}
+
+// TestRedisHungServerBounded checks that the cache gives up on a Redis that
+// accepts connections but never answers by itself, long before the client's
+// own 10s socket timeouts would.
+func TestRedisHungServerBounded(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			// Read and discard, never answer, like a frozen server.
+			go func() { io.Copy(io.Discard, conn); conn.Close() }()
+		}
+	}()
+	client := redis.NewClient(&redis.Options{
+		Addr: l.Addr().String(), DialTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 10 * time.Second, ContextTimeoutEnabled: true, MaxRetries: -1,
+	})
+	t.Cleanup(func() { client.Close() })
+	r := NewRedis(client, redistest.Prefix(t), time.Minute, 1024)
+	k := NewKey("global", "m", nil)
+	// The bound asserted is 20 times the call timeout: it tells "bounded by
+	// the cache" from "bounded by the client's 10s", not how fast it is.
+	start := time.Now()
+	if _, _, err := r.Get(t.Context(), k); err == nil {
+		t.Error("Get from a server that never answers succeeded")
+	}
+	if err := r.Set(t.Context(), k, []byte("v")); err == nil {
+		t.Error("Set to a server that never answers succeeded")
+	}
+	if d := time.Since(start); d > 20*DefaultCallTimeout {
+		t.Errorf("Get and Set against a hung server took %v, want them cut at about %v each", d, DefaultCallTimeout)
 	}
 }
 

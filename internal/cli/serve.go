@@ -28,10 +28,10 @@ const (
 	demoPassword = "password"
 )
 
-// Key prefixes in a shared Redis, so one Redis can serve other tenants too.
+// Sub-prefixes under REDIS_KEY_PREFIX, so limiter and cache keys never meet.
 const (
-	redisLimitPrefix = "agentapi:rl:"
-	redisCachePrefix = "agentapi:cache:"
+	redisLimitPrefix = "rl:"
+	redisCachePrefix = "cache:"
 )
 
 // maxLimiterKeys bounds the in-process limiter's memory (about 100 bytes a key).
@@ -89,6 +89,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			return fmt.Errorf("REDIS_URL: %w", err)
 		}
 		defer rdb.Close()
+		// go-redis reports trouble (failed dials above all) through a
+		// logger of its own, a package-level variable that prints plain
+		// text to stderr. Pointing it at our logger keeps every line JSON.
+		// Being global, it is set here, once per serve, which in a
+		// process is once; the last serve to start wins if tests run
+		// several in one process.
+		redis.SetLogger(redisconn.NewLogger(logger))
 		ready = append(ready, httpapi.ReadyCheck{Name: "redis", Check: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }})
 	}
 
@@ -187,7 +194,7 @@ func newLimiter(cfg config.Config, rdb *redis.Client, logger *slog.Logger) (rate
 	if err != nil {
 		return nil, fmt.Errorf("RATE_LIMIT_ON_REDIS_ERROR: %w", err)
 	}
-	return ratelimit.NewFallback(ratelimit.NewRedis(rdb, redisLimitPrefix), mem, ratelimit.FallbackOptions{Mode: mode, Logger: logger})
+	return ratelimit.NewFallback(ratelimit.NewRedis(rdb, cfg.RedisKeyPrefix+redisLimitPrefix), mem, ratelimit.FallbackOptions{Mode: mode, Logger: logger})
 }
 
 // newCache returns nil (caching off) when CACHE_TTL is 0.
@@ -199,7 +206,7 @@ func newCache(cfg config.Config, rdb *redis.Client) interface {
 	case cfg.CacheTTL == 0:
 		return nil
 	case rdb != nil:
-		return cache.NewRedis(rdb, redisCachePrefix, cfg.CacheTTL, maxCacheEntryBytes)
+		return cache.NewRedis(rdb, cfg.RedisKeyPrefix+redisCachePrefix, cfg.CacheTTL, maxCacheEntryBytes)
 	default:
 		return cache.NewMemory(cfg.CacheMaxBytes, cfg.CacheTTL)
 	}

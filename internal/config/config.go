@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/joho/godotenv"
 )
@@ -51,7 +53,11 @@ type Config struct {
 
 	// RedisURL is set from REDIS_URL, or built from an explicitly set REDIS_HOST
 	// (with REDIS_PORT, REDIS_DB, REDIS_PASSWORD). Empty means in-process backends.
-	RedisURL              string
+	RedisURL string
+	// RedisKeyPrefix starts every key agentapi writes to Redis; the limiter
+	// and the cache append their own "rl:" and "cache:". Deployments (or
+	// tests) sharing one Redis stay apart by using different prefixes.
+	RedisKeyPrefix        string
 	RateLimitOnRedisError string
 
 	OpenAIAPIKey    string
@@ -100,6 +106,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("access_token_ttl", c.AccessTokenTTL.String()),
 		slog.String("database_url", redactURL(c.DatabaseURL)),
 		slog.String("redis_url", redactURL(c.RedisURL)),
+		slog.String("redis_key_prefix", c.RedisKeyPrefix),
 		slog.String("rate_limit_on_redis_error", c.RateLimitOnRedisError),
 		slog.String("openai_api_key", maskSecret(c.OpenAIAPIKey)),
 		slog.String("openai_base_url", redactURL(c.OpenAIBaseURL)),
@@ -192,6 +199,7 @@ func Load(getenv func(string) string, envFile string) (Config, error) {
 	}
 	c.DemoUser = l.boolean("DEMO_USER", c.Env == EnvDevelopment)
 	c.RedisURL = l.redisURL()
+	c.RedisKeyPrefix = l.redisKeyPrefix()
 	if v, ok := l.lookup("DATABASE_URL"); ok && strings.TrimSpace(v) == "" {
 		l.fail("DATABASE_URL", "must not be blank")
 	}
@@ -366,6 +374,32 @@ func (l *loader) origins(name string) []string {
 		out = append(out, o)
 	}
 	return out
+}
+
+// DefaultRedisKeyPrefix is REDIS_KEY_PREFIX when unset.
+const DefaultRedisKeyPrefix = "agentapi:"
+
+// maxRedisKeyPrefix bounds REDIS_KEY_PREFIX; it is repeated in every key.
+const maxRedisKeyPrefix = 100
+
+// redisKeyPrefix reads REDIS_KEY_PREFIX. Redis accepts any bytes in a key,
+// but whitespace or control characters in a prefix are almost certainly a
+// quoting mistake in the environment, and they make keys hard to inspect
+// with redis-cli, so they are refused.
+func (l *loader) redisKeyPrefix() string {
+	v := l.str("REDIS_KEY_PREFIX", DefaultRedisKeyPrefix)
+	switch {
+	case v == "":
+		l.fail("REDIS_KEY_PREFIX", "must not be blank")
+		return DefaultRedisKeyPrefix
+	case len(v) > maxRedisKeyPrefix:
+		l.fail("REDIS_KEY_PREFIX", fmt.Sprintf("is %d bytes, at most %d allowed", len(v), maxRedisKeyPrefix))
+		return DefaultRedisKeyPrefix
+	case !utf8.ValidString(v) || strings.IndexFunc(v, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
+		l.fail("REDIS_KEY_PREFIX", fmt.Sprintf("%q is not valid UTF-8 without whitespace or control characters", v))
+		return DefaultRedisKeyPrefix
+	}
+	return v
 }
 
 // redisURL prefers REDIS_URL; otherwise an explicitly set REDIS_HOST (the

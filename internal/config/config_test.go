@@ -41,6 +41,7 @@ func TestDefaults(t *testing.T) {
 		{"CacheScope", c.CacheScope, "user"},
 		{"DatabaseURL", c.DatabaseURL, "agentapi.db"},
 		{"RedisURL", c.RedisURL, ""},
+		{"RedisKeyPrefix", c.RedisKeyPrefix, "agentapi:"},
 		{"CORSOrigins", len(c.CORSOrigins), 0},
 		{"LogLevel", c.LogLevel, slog.LevelInfo},
 		{"DemoUser", c.DemoUser, true},
@@ -155,6 +156,23 @@ func TestRedisSelection(t *testing.T) {
 		}
 		if c.RedisURL != tc.want {
 			t.Errorf("%v: RedisURL = %q, want %q", tc.env, c.RedisURL, tc.want)
+		}
+	}
+}
+
+func TestRedisKeyPrefix(t *testing.T) {
+	t.Parallel()
+	c, err := Load(env(map[string]string{"REDIS_KEY_PREFIX": " tenant-a:agentapi: "}), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RedisKeyPrefix != "tenant-a:agentapi:" {
+		t.Errorf("RedisKeyPrefix = %q, want the trimmed value", c.RedisKeyPrefix)
+	}
+	for _, bad := range []string{"   ", "two words:", "tab\there:", "ctl\x01:", "bad\xffutf8:", strings.Repeat("p", 101)} {
+		_, err := Load(env(map[string]string{"REDIS_KEY_PREFIX": bad}), "")
+		if err == nil || !strings.Contains(err.Error(), "REDIS_KEY_PREFIX:") {
+			t.Errorf("REDIS_KEY_PREFIX=%q: error %v, want one naming the variable", bad, err)
 		}
 	}
 }

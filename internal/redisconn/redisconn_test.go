@@ -2,6 +2,9 @@ package redisconn
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -162,5 +165,24 @@ func TestOpenUnreachableFails(t *testing.T) {
 	defer cancel()
 	if err := c.Ping(ctx).Err(); err == nil {
 		t.Fatal("Ping to a closed port succeeded")
+	}
+}
+
+func TestLoggerWritesJSON(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	l := NewLogger(slog.New(slog.NewJSONHandler(&b, nil)))
+	l.Printf(t.Context(), "redis: connection pool: failed to dial after %d attempts: %v", 1, errors.New("connection refused"))
+	var rec struct {
+		Level  string `json:"level"`
+		Msg    string `json:"msg"`
+		Detail string `json:"detail"`
+	}
+	if err := json.Unmarshal([]byte(b.String()), &rec); err != nil {
+		t.Fatalf("not one JSON record: %q: %v", b.String(), err)
+	}
+	want := "connection pool: failed to dial after 1 attempts: connection refused"
+	if rec.Level != "WARN" || rec.Msg != "redis client" || rec.Detail != want {
+		t.Errorf("record = %+v, want WARN \"redis client\" with detail %q", rec, want)
 	}
 }

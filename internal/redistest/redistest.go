@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -82,6 +83,47 @@ func Prefix(t testing.TB) string {
 // leaves a small window for another process to take it, hence the retries.
 func startRedisServer(t testing.TB, bin string) string {
 	t.Helper()
+	return newServer(t, bin).URL()
+}
+
+// Server is a redis-server process owned by one test, which the test can
+// kill, freeze and bring back on the same port to play a Redis outage.
+// Its methods must be called from the test's goroutine.
+type Server struct {
+	t    testing.TB
+	bin  string
+	port int
+	dir  string
+	// proc is the running process, nil while killed.
+	proc *process
+}
+
+// process is one run of redis-server.
+type process struct {
+	cmd *exec.Cmd
+	// exited is closed once the process is reaped, so that waitReady and
+	// kill can both wait for it.
+	exited chan struct{}
+}
+
+// StartServer starts a redis-server of the test's own on a free loopback
+// port, stopped when the test ends. Unlike [URL] it never uses
+// TEST_REDIS_URL, whose server is shared and must not be stopped. The test
+// is skipped when no redis-server binary is installed.
+func StartServer(t testing.TB) *Server {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("redistest: redis-server is not on PATH; install Redis to run this test")
+	}
+	return newServer(t, bin)
+}
+
+// newServer starts bin on a free port, retrying with another port when the
+// chosen one is taken before the server binds it.
+func newServer(t testing.TB, bin string) *Server {
+	t.Helper()
+	s := &Server{t: t, bin: bin, dir: t.TempDir()}
 	var lastErr error
 	for range startAttempts {
 		port, err := freePort()
@@ -89,52 +131,105 @@ func startRedisServer(t testing.TB, bin string) string {
 			lastErr = err
 			continue
 		}
-		url, err := tryRedisServer(t, bin, port)
-		if err == nil {
-			return url
+		s.port = port
+		if lastErr = s.start(); lastErr == nil {
+			t.Cleanup(s.kill)
+			return s
 		}
-		lastErr = err
 	}
 	t.Fatalf("redistest: start redis-server: %v", lastErr)
-	return ""
+	return nil
 }
 
-// tryRedisServer starts one redis-server on port and waits until it answers
-// PING. On success the process is registered for killing at test cleanup; on
-// failure it is killed before returning.
-func tryRedisServer(t testing.TB, bin string, port int) (string, error) {
-	t.Helper()
-	dir := t.TempDir()
-	cmd := exec.Command(bin,
-		"--port", strconv.Itoa(port),
+// URL is the server's redis:// URL; it stays the same across restarts.
+func (s *Server) URL() string {
+	return fmt.Sprintf("redis://127.0.0.1:%d/0", s.port)
+}
+
+// Kill stops the server at once (SIGKILL), as a crash would. Its data is
+// lost: persistence is off.
+func (s *Server) Kill() {
+	s.t.Helper()
+	s.kill()
+}
+
+// Restart starts the server again on the same port, empty, and waits until
+// it answers. It fails the test if the server cannot be started.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.kill()
+	var err error
+	// The port was ours a moment ago; another process taking it in
+	// between is unlikely but possible, so try a few times.
+	for range startAttempts {
+		if err = s.start(); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.t.Fatalf("redistest: restart redis-server on port %d: %v", s.port, err)
+}
+
+// Freeze stops the server's process (SIGSTOP) without closing its socket:
+// the kernel still accepts connections but nothing answers, like a hung
+// server or a network partition. Thaw resumes it.
+func (s *Server) Freeze() {
+	s.t.Helper()
+	s.signal(syscall.SIGSTOP)
+}
+
+// Thaw resumes a frozen server (SIGCONT).
+func (s *Server) Thaw() {
+	s.t.Helper()
+	s.signal(syscall.SIGCONT)
+}
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.t.Helper()
+	if s.proc == nil {
+		s.t.Fatalf("redistest: signal %v: redis-server is not running", sig)
+	}
+	if err := s.proc.cmd.Process.Signal(sig); err != nil {
+		s.t.Fatalf("redistest: signal %v: %v", sig, err)
+	}
+}
+
+// start runs redis-server on s.port and waits until it answers PING. On
+// failure the process is killed before returning.
+func (s *Server) start() error {
+	cmd := exec.Command(s.bin,
+		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
 		"--save", "",
 		"--appendonly", "no",
-		"--dir", dir,
+		"--dir", s.dir,
 		"--daemonize", "no",
 	)
 	if err := cmd.Start(); err != nil {
-		return "", fmt.Errorf("exec %s: %w", bin, err)
+		return fmt.Errorf("exec %s: %w", s.bin, err)
 	}
-	// exited is closed once the process is reaped, so both waitReady and
-	// stop can wait on it without stealing each other's signal.
-	exited := make(chan struct{})
+	p := &process{cmd: cmd, exited: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait()
-		close(exited)
+		close(p.exited)
 	}()
-	stop := func() {
-		_ = cmd.Process.Kill()
-		<-exited
+	s.proc = p
+	if err := waitReady(s.URL(), p.exited); err != nil {
+		s.kill()
+		return fmt.Errorf("port %d: %w", s.port, err)
 	}
+	return nil
+}
 
-	url := fmt.Sprintf("redis://127.0.0.1:%d/0", port)
-	if err := waitReady(url, exited); err != nil {
-		stop()
-		return "", fmt.Errorf("port %d: %w", port, err)
+// kill stops the running process, if any, and waits until it is reaped. A
+// frozen process is killed too: SIGKILL needs no cooperation.
+func (s *Server) kill() {
+	if s.proc == nil {
+		return
 	}
-	t.Cleanup(stop)
-	return url, nil
+	_ = s.proc.cmd.Process.Kill()
+	<-s.proc.exited
+	s.proc = nil
 }
 
 // waitReady polls url with PING until it answers, the process exits, or

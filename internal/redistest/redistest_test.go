@@ -1,6 +1,7 @@
 package redistest
 
 import (
+	"context"
 	"os/exec"
 	"strings"
 	"testing"
@@ -80,5 +81,50 @@ func pingURL(t *testing.T, url string) {
 	defer c.Close()
 	if err := c.Set(t.Context(), Prefix(t)+"k", "v", 0).Err(); err != nil {
 		t.Fatalf("SET on %s: %v", url, err)
+	}
+}
+
+func TestServerOutageAndReturn(t *testing.T) {
+	t.Parallel()
+	s := StartServer(t)
+	url := s.URL()
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.MaxRetries = -1
+	opts.ContextTimeoutEnabled = true // so PING gives up after 300ms, not 3s
+	c := redis.NewClient(opts)
+	defer c.Close()
+	ping := func() error {
+		ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+		defer cancel()
+		return c.Ping(ctx).Err()
+	}
+	key := Prefix(t) + "k"
+	if err := c.Set(t.Context(), key, "v", 0).Err(); err != nil {
+		t.Fatalf("SET: %v", err)
+	}
+	s.Freeze()
+	if err := ping(); err == nil {
+		t.Error("PING answered by a frozen server")
+	}
+	s.Thaw()
+	if err := ping(); err != nil {
+		t.Errorf("PING after Thaw: %v", err)
+	}
+	s.Kill()
+	if err := ping(); err == nil {
+		t.Error("PING answered by a killed server")
+	}
+	s.Restart()
+	if s.URL() != url {
+		t.Errorf("URL changed across a restart: %s, then %s", url, s.URL())
+	}
+	if err := ping(); err != nil {
+		t.Errorf("PING after Restart: %v", err)
+	}
+	if n := c.Exists(t.Context(), key).Val(); n != 0 {
+		t.Error("data survived a kill; the restarted server should start empty")
 	}
 }

@@ -29,7 +29,9 @@ const apiKeyColumns = `id, user_id, name, hash, prefix, created_at, last_used_at
 // CreateAPIKey inserts k and returns it as stored. An empty ID is generated
 // and a zero CreatedAt becomes now. It returns ErrConflict if the hash or ID
 // is already taken, and ErrNotFound if k.UserID names no user.
-func (s *Store) CreateAPIKey(ctx context.Context, k APIKey) (APIKey, error) {
+func (s *Store) CreateAPIKey(ctx context.Context, k APIKey) (_ APIKey, err error) {
+	ctx, done := s.op(ctx)
+	defer done(&err)
 	if k.Hash == "" {
 		return APIKey{}, errors.New("store: create api key: hash is empty")
 	}
@@ -47,7 +49,7 @@ func (s *Store) CreateAPIKey(ctx context.Context, k APIKey) (APIKey, error) {
 	}
 	k.LastUsedAt = truncatePtr(k.LastUsedAt)
 	k.RevokedAt = truncatePtr(k.RevokedAt)
-	_, err := s.write.ExecContext(ctx,
+	_, err = s.write.ExecContext(ctx,
 		s.q(`INSERT INTO api_keys (`+apiKeyColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
 		k.ID, k.UserID, k.Name, k.Hash, k.Prefix, toMillis(k.CreatedAt),
 		nullMillis(k.LastUsedAt), nullMillis(k.RevokedAt))
@@ -62,7 +64,9 @@ func (s *Store) CreateAPIKey(ctx context.Context, k APIKey) (APIKey, error) {
 
 // APIKeyByHash returns the key with the given hash, revoked or not (the
 // caller decides what a revoked key means), or ErrNotFound.
-func (s *Store) APIKeyByHash(ctx context.Context, hash string) (APIKey, error) {
+func (s *Store) APIKeyByHash(ctx context.Context, hash string) (_ APIKey, err error) {
+	ctx, done := s.op(ctx)
+	defer done(&err)
 	row := s.read.QueryRowContext(ctx, s.q(`SELECT `+apiKeyColumns+` FROM api_keys WHERE hash = ?`), hash)
 	k, err := scanAPIKey(row)
 	if err != nil {
@@ -74,7 +78,9 @@ func (s *Store) APIKeyByHash(ctx context.Context, hash string) (APIKey, error) {
 
 // ListAPIKeys returns every key of the user, revoked ones included, newest
 // first.
-func (s *Store) ListAPIKeys(ctx context.Context, userID string) ([]APIKey, error) {
+func (s *Store) ListAPIKeys(ctx context.Context, userID string) (_ []APIKey, err error) {
+	ctx, done := s.op(ctx)
+	defer done(&err)
 	// Ids are UUIDv7 and so order keys created within one millisecond.
 	rows, err := s.read.QueryContext(ctx,
 		s.q(`SELECT `+apiKeyColumns+` FROM api_keys WHERE user_id = ? ORDER BY created_at DESC, id DESC`), userID)
@@ -92,7 +98,9 @@ func (s *Store) ListAPIKeys(ctx context.Context, userID string) ([]APIKey, error
 // if there is no such key or it belongs to another user, so that callers
 // cannot learn which key ids exist. Revoking a revoked key changes nothing
 // and returns it with its original RevokedAt.
-func (s *Store) RevokeAPIKey(ctx context.Context, userID, id string) (APIKey, error) {
+func (s *Store) RevokeAPIKey(ctx context.Context, userID, id string) (_ APIKey, err error) {
+	ctx, done := s.op(ctx)
+	defer done(&err)
 	row := s.write.QueryRowContext(ctx,
 		s.q(`UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND user_id = ? RETURNING `+apiKeyColumns),
 		toMillis(now()), id, userID)
@@ -107,7 +115,9 @@ func (s *Store) RevokeAPIKey(ctx context.Context, userID, id string) (APIKey, er
 // revocation first. Replicas that cache keys poll it to drop revoked ones;
 // the bound is inclusive so that a revocation in the same millisecond as the
 // previous poll's newest one is not missed (seeing one twice is harmless).
-func (s *Store) RevokedAPIKeysSince(ctx context.Context, since time.Time) ([]APIKey, error) {
+func (s *Store) RevokedAPIKeysSince(ctx context.Context, since time.Time) (_ []APIKey, err error) {
+	ctx, done := s.op(ctx)
+	defer done(&err)
 	rows, err := s.read.QueryContext(ctx,
 		s.q(`SELECT `+apiKeyColumns+` FROM api_keys WHERE revoked_at >= ? ORDER BY revoked_at, id`),
 		toMillis(since))
@@ -124,7 +134,9 @@ func (s *Store) RevokedAPIKeysSince(ctx context.Context, since time.Time) ([]API
 // TouchAPIKey records that the key was used at the given time. It only moves
 // LastUsedAt forward, so out-of-order updates from several replicas settle on
 // the latest use. It returns ErrNotFound if there is no such key.
-func (s *Store) TouchAPIKey(ctx context.Context, id string, at time.Time) error {
+func (s *Store) TouchAPIKey(ctx context.Context, id string, at time.Time) (err error) {
+	ctx, done := s.op(ctx)
+	defer done(&err)
 	ms := toMillis(at)
 	res, err := s.write.ExecContext(ctx,
 		s.q(`UPDATE api_keys SET last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < ? THEN ? ELSE last_used_at END WHERE id = ?`),

@@ -12,6 +12,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net"
 	"runtime"
 	"strconv"
 	"strings"
@@ -47,9 +48,34 @@ var ErrNotFound = errors.New("store: not found")
 // a second user with the same email or a second key with the same hash.
 var ErrConflict = errors.New("store: conflict")
 
+// ErrUnavailable reports that the database could not be reached, or did not
+// answer within the store's time limit for one operation. The error's text
+// keeps the driver's reason, for the log.
+var ErrUnavailable = errors.New("store: database unavailable")
+
+// OpTimeout bounds one store operation: a query, or a batch written in one
+// transaction, including the wait for a pooled connection and any dial. The
+// store's queries are point lookups and small writes that take milliseconds;
+// the limit exists so that a database that stopped answering (a network
+// partition, a server stuck on a lock) costs a request seconds, not forever.
+// It is generous because an operation cut short is retried by nobody.
+const OpTimeout = 5 * time.Second
+
+// pgConnectTimeout bounds one new PostgreSQL connection, TLS and
+// authentication included, unless the URL sets connect_timeout. pgx's own
+// default is to wait as long as the caller's context allows, which for
+// start-up and migrations is forever.
+const pgConnectTimeout = 3 * time.Second
+
+// errOpTimeout is the cause of an operation's context when OpTimeout, and
+// not the caller, ended it.
+var errOpTimeout = errors.New("store: operation time limit reached")
+
 // Store is the handle to agentapi's database. It is safe for concurrent use.
 type Store struct {
 	dialect string
+	// opTimeout is OpTimeout; tests shorten it.
+	opTimeout time.Duration
 	// write carries every statement that modifies data. For SQLite it is a
 	// pool of exactly one connection, because SQLite admits a single writer
 	// at a time: queueing writers in Go (where they honour their contexts)
@@ -107,6 +133,9 @@ func openPostgres(databaseURL string) (*Store, error) {
 		// wrapped here.
 		return nil, errors.New("store: open postgres: invalid database URL")
 	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = pgConnectTimeout
+	}
 	db := stdlib.OpenDB(*cfg)
 	// database/sql keeps only two idle connections by default, which under
 	// steady load means opening and closing connections all the time.
@@ -116,7 +145,7 @@ func openPostgres(databaseURL string) (*Store, error) {
 	// Recycle connections now and then so that a fail-over or a
 	// PgBouncer/DNS change is eventually picked up.
 	db.SetConnMaxLifetime(time.Hour)
-	return &Store{dialect: DialectPostgres, write: db, read: db}, nil
+	return &Store{dialect: DialectPostgres, opTimeout: OpTimeout, write: db, read: db}, nil
 }
 
 func openSQLite(databaseURL string) (*Store, error) {
@@ -133,7 +162,7 @@ func openSQLite(databaseURL string) (*Store, error) {
 		db.SetMaxIdleConns(1)
 		db.SetConnMaxLifetime(0)
 		db.SetConnMaxIdleTime(0)
-		return &Store{dialect: DialectSQLite, write: db, read: db}, nil
+		return &Store{dialect: DialectSQLite, opTimeout: OpTimeout, write: db, read: db}, nil
 	}
 
 	write, err := sql.Open("sqlite", sqliteDSN(path, false))
@@ -153,7 +182,7 @@ func openSQLite(databaseURL string) (*Store, error) {
 	n := max(4, runtime.GOMAXPROCS(0))
 	read.SetMaxOpenConns(n)
 	read.SetMaxIdleConns(n)
-	return &Store{dialect: DialectSQLite, write: write, read: read}, nil
+	return &Store{dialect: DialectSQLite, opTimeout: OpTimeout, write: write, read: read}, nil
 }
 
 // sqlitePath turns the accepted spellings of a SQLite database into the name
@@ -222,7 +251,9 @@ func sqliteDSN(path string, queryOnly bool) string {
 func (s *Store) Dialect() string { return s.dialect }
 
 // Ping checks that the database answers, for readiness probes.
-func (s *Store) Ping(ctx context.Context) error {
+func (s *Store) Ping(ctx context.Context) (err error) {
+	ctx, done := s.op(ctx)
+	defer done(&err)
 	if err := s.write.PingContext(ctx); err != nil {
 		return fmt.Errorf("store: ping %s: %w", s.dialect, err)
 	}
@@ -246,6 +277,40 @@ func (s *Store) Close() error {
 		return fmt.Errorf("store: close: %w", err)
 	}
 	return nil
+}
+
+// op starts one operation: it returns ctx bounded by the store's time limit,
+// and a function to defer with the address of the operation's error. That
+// function releases the context and, when the database was unreachable or
+// the time limit (not the caller) ended the operation, rewrites the error to
+// wrap ErrUnavailable. The original error stays in the text but leaves the
+// chain, so that a store timeout is not mistaken for the caller's own
+// deadline (context.DeadlineExceeded) further up.
+func (s *Store) op(ctx context.Context) (context.Context, func(*error)) {
+	octx, cancel := context.WithTimeoutCause(ctx, s.opTimeout, errOpTimeout)
+	return octx, func(errp *error) {
+		defer cancel()
+		err := *errp
+		if err == nil || ctx.Err() != nil || errors.Is(err, ErrUnavailable) {
+			return
+		}
+		timedOut := errors.Is(err, context.DeadlineExceeded) && errors.Is(context.Cause(octx), errOpTimeout)
+		if timedOut || isConnectionError(err) {
+			*errp = fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+	}
+}
+
+// isConnectionError reports whether err says the database could not be
+// reached or the connection broke, as opposed to the database refusing a
+// statement. pgx reports failed connects as *pgconn.ConnectError and socket
+// failures on an open connection as *net.OpError.
+func isConnectionError(err error) bool {
+	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
+		return true
+	}
+	_, ok := errors.AsType[*net.OpError](err)
+	return ok
 }
 
 // q adapts a query written with ? placeholders to the store's dialect.

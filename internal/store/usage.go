@@ -38,7 +38,9 @@ const millisPerDay = int64(24 * time.Hour / time.Millisecond)
 // RecordUsage stores a batch of records in one transaction: either all of
 // them are recorded or, on error, none. It returns ErrNotFound if a record
 // names a user that does not exist.
-func (s *Store) RecordUsage(ctx context.Context, recs []UsageRecord) error {
+func (s *Store) RecordUsage(ctx context.Context, recs []UsageRecord) (err error) {
+	ctx, done := s.op(ctx)
+	defer done(&err)
 	if len(recs) == 0 {
 		return nil
 	}
@@ -83,7 +85,9 @@ func (s *Store) RecordUsage(ctx context.Context, recs []UsageRecord) error {
 
 // UsageByDay sums the user's usage in [from, to) per UTC day and model,
 // ordered by day and then model.
-func (s *Store) UsageByDay(ctx context.Context, userID string, from, to time.Time) ([]UsageDay, error) {
+func (s *Store) UsageByDay(ctx context.Context, userID string, from, to time.Time) (_ []UsageDay, err error) {
+	ctx, done := s.op(ctx)
+	defer done(&err)
 	// Integer division of the millisecond timestamp buckets rows by UTC day
 	// in the same way on both engines; the date is formatted in Go. SUM is
 	// cast because PostgreSQL widens a sum of BIGINT to NUMERIC.
@@ -127,9 +131,11 @@ func (s *Store) UsageByDay(ctx context.Context, userID string, from, to time.Tim
 
 // TokensUsed returns the user's prompt plus completion tokens recorded at or
 // after since.
-func (s *Store) TokensUsed(ctx context.Context, userID string, since time.Time) (int64, error) {
+func (s *Store) TokensUsed(ctx context.Context, userID string, since time.Time) (_ int64, err error) {
+	ctx, done := s.op(ctx)
+	defer done(&err)
 	var n int64
-	err := s.read.QueryRowContext(ctx, s.q(`
+	err = s.read.QueryRowContext(ctx, s.q(`
 		SELECT CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT)
 		FROM usage_records
 		WHERE user_id = ? AND at >= ?`),

@@ -56,7 +56,9 @@ func newID() (string, error) {
 // empty Tier or Role becomes DefaultTier or DefaultRole, a zero CreatedAt
 // becomes now, and the email is lower-cased. It returns ErrConflict if another
 // user has the same email in any letter case.
-func (s *Store) CreateUser(ctx context.Context, u User) (User, error) {
+func (s *Store) CreateUser(ctx context.Context, u User) (_ User, err error) {
+	ctx, done := s.op(ctx)
+	defer done(&err)
 	u.Email = normalizeEmail(u.Email)
 	if u.Email == "" {
 		return User{}, errors.New("store: create user: email is empty")
@@ -79,7 +81,7 @@ func (s *Store) CreateUser(ctx context.Context, u User) (User, error) {
 	} else {
 		u.CreatedAt = u.CreatedAt.UTC().Truncate(time.Millisecond)
 	}
-	_, err := s.write.ExecContext(ctx,
+	_, err = s.write.ExecContext(ctx,
 		s.q(`INSERT INTO users (`+userColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?)`),
 		u.ID, u.Email, u.PasswordHash, u.Tier, u.Role, u.Disabled, toMillis(u.CreatedAt))
 	if err != nil {
@@ -90,7 +92,9 @@ func (s *Store) CreateUser(ctx context.Context, u User) (User, error) {
 
 // UserByEmail returns the user with the given email, compared
 // case-insensitively, or ErrNotFound.
-func (s *Store) UserByEmail(ctx context.Context, email string) (User, error) {
+func (s *Store) UserByEmail(ctx context.Context, email string) (_ User, err error) {
+	ctx, done := s.op(ctx)
+	defer done(&err)
 	email = normalizeEmail(email)
 	row := s.read.QueryRowContext(ctx, s.q(`SELECT `+userColumns+` FROM users WHERE email = ?`), email)
 	u, err := scanUser(row)
@@ -101,7 +105,9 @@ func (s *Store) UserByEmail(ctx context.Context, email string) (User, error) {
 }
 
 // UserByID returns the user with the given id, or ErrNotFound.
-func (s *Store) UserByID(ctx context.Context, id string) (User, error) {
+func (s *Store) UserByID(ctx context.Context, id string) (_ User, err error) {
+	ctx, done := s.op(ctx)
+	defer done(&err)
 	row := s.read.QueryRowContext(ctx, s.q(`SELECT `+userColumns+` FROM users WHERE id = ?`), id)
 	u, err := scanUser(row)
 	if err != nil {
@@ -112,7 +118,9 @@ func (s *Store) UserByID(ctx context.Context, id string) (User, error) {
 
 // SetTier changes the tier of the user with the given email and returns the
 // updated user, or ErrNotFound.
-func (s *Store) SetTier(ctx context.Context, email, tier string) (User, error) {
+func (s *Store) SetTier(ctx context.Context, email, tier string) (_ User, err error) {
+	ctx, done := s.op(ctx)
+	defer done(&err)
 	email = normalizeEmail(email)
 	row := s.write.QueryRowContext(ctx,
 		s.q(`UPDATE users SET tier = ? WHERE email = ? RETURNING `+userColumns), tier, email)
@@ -125,7 +133,9 @@ func (s *Store) SetTier(ctx context.Context, email, tier string) (User, error) {
 
 // SetPassword replaces the password hash of the user with the given email,
 // or returns ErrNotFound.
-func (s *Store) SetPassword(ctx context.Context, email, hash string) error {
+func (s *Store) SetPassword(ctx context.Context, email, hash string) (err error) {
+	ctx, done := s.op(ctx)
+	defer done(&err)
 	email = normalizeEmail(email)
 	res, err := s.write.ExecContext(ctx, s.q(`UPDATE users SET password_hash = ? WHERE email = ?`), hash, email)
 	if err != nil {
@@ -145,7 +155,9 @@ func (s *Store) SetPassword(ctx context.Context, email, hash string) error {
 // offset. A non-empty emailContains keeps only users whose email contains it
 // (case-insensitively, taken literally: % and _ are not wildcards). A limit of
 // zero or less means DefaultListLimit.
-func (s *Store) ListUsers(ctx context.Context, limit, offset int, emailContains string) ([]User, error) {
+func (s *Store) ListUsers(ctx context.Context, limit, offset int, emailContains string) (_ []User, err error) {
+	ctx, done := s.op(ctx)
+	defer done(&err)
 	if limit <= 0 {
 		limit = DefaultListLimit
 	}
@@ -186,7 +198,9 @@ func escapeLike(s string) string {
 
 // SetDisabled disables or re-enables the user with the given id and returns
 // the updated user, or ErrNotFound.
-func (s *Store) SetDisabled(ctx context.Context, id string, disabled bool) (User, error) {
+func (s *Store) SetDisabled(ctx context.Context, id string, disabled bool) (_ User, err error) {
+	ctx, done := s.op(ctx)
+	defer done(&err)
 	row := s.write.QueryRowContext(ctx,
 		s.q(`UPDATE users SET disabled = ? WHERE id = ? RETURNING `+userColumns), disabled, id)
 	u, err := scanUser(row)
@@ -198,7 +212,9 @@ func (s *Store) SetDisabled(ctx context.Context, id string, disabled bool) (User
 
 // SetRole changes the role of the user with the given id and returns the
 // updated user, or ErrNotFound.
-func (s *Store) SetRole(ctx context.Context, id, role string) (User, error) {
+func (s *Store) SetRole(ctx context.Context, id, role string) (_ User, err error) {
+	ctx, done := s.op(ctx)
+	defer done(&err)
 	row := s.write.QueryRowContext(ctx,
 		s.q(`UPDATE users SET role = ? WHERE id = ? RETURNING `+userColumns), role, id)
 	u, err := scanUser(row)
