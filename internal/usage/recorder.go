@@ -32,9 +32,11 @@ type Options struct {
 	WriteTimeout time.Duration
 }
 
-// Recorder batches usage records. Records are never dropped: a failed batch
+// Recorder batches usage records. Records are not dropped: a failed batch
 // stays pending and is retried on the next flush, and Close keeps trying until
 // its context ends, logging exactly how many records could not be written.
+// The one exception is a record whose user no longer exists, which no retry
+// could ever store (see write).
 type Recorder struct {
 	sink   sink
 	logger *slog.Logger
@@ -125,12 +127,56 @@ func (r *Recorder) Flush(ctx context.Context) error {
 		if n == 0 {
 			return nil
 		}
-		if err := r.sink.RecordUsage(ctx, batch); err != nil {
-			return fmt.Errorf("usage: write %d records: %w", n, err)
-		}
+		done, err := r.write(ctx, batch)
+		// flushMu keeps the head of pending as it was, so the records
+		// written (or given up on) are exactly its first done.
 		r.mu.Lock()
-		r.pending = r.pending[n:]
+		r.pending = r.pending[done:]
 		r.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// write stores batch and reports how many of its leading records are done
+// with: written, or dropped because their user no longer exists.
+//
+// The store writes a batch all or nothing and refuses the whole of it with
+// store.ErrNotFound when one record names a user that is gone (deleted
+// accounts take their usage with them). Retrying that batch would fail
+// forever and hold up every record behind it, so the batch is then written
+// one record at a time: the records of existing users are kept, and only
+// those of the missing user are dropped, with a log line saying so. Any
+// other failure leaves the records pending for the next flush.
+func (r *Recorder) write(ctx context.Context, batch []store.UsageRecord) (int, error) {
+	err := r.sink.RecordUsage(ctx, batch)
+	if err == nil {
+		return len(batch), nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return 0, fmt.Errorf("usage: write %d records: %w", len(batch), err)
+	}
+	dropped := map[string]int{}
+	for i := range batch {
+		err := r.sink.RecordUsage(ctx, batch[i:i+1])
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			dropped[batch[i].UserID]++
+		case err != nil:
+			r.logDropped(ctx, dropped)
+			return i, fmt.Errorf("usage: write record one by one: %w", err)
+		}
+	}
+	r.logDropped(ctx, dropped)
+	return len(batch), nil
+}
+
+// logDropped reports records given up on because their user is gone.
+func (r *Recorder) logDropped(ctx context.Context, dropped map[string]int) {
+	for userID, n := range dropped {
+		r.logger.LogAttrs(ctx, slog.LevelWarn, "usage records dropped: their user no longer exists",
+			slog.String("user_id", userID), slog.Int("records", n))
 	}
 }
 

@@ -1,0 +1,111 @@
+package budget
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// keyTTL is how long a day's counter lives after its last change: the day
+// itself, a day more for calls settling after midnight and for replicas
+// whose clocks disagree about the date, and then it expires on its own.
+const keyTTL = 48 * time.Hour
+
+// reserveScript checks and reserves in one step, so no two replicas can both
+// see room that only one of them may take.
+//
+// KEYS[1] is the user's counter for the day. ARGV is the limit (0 for none),
+// the amount to reserve and the TTL in seconds. It returns {1, counter after}
+// when admitted and {0, counter} when the budget is used up.
+const reserveScript = `
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local limit = tonumber(ARGV[1])
+if limit > 0 and used >= limit then
+  return {0, used}
+end
+used = redis.call('INCRBY', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return {1, used}
+`
+
+// settleScript applies the difference between actual and reserved tokens,
+// never taking the counter below zero (which only an expired key could
+// cause), and keeps the key alive.
+const settleScript = `
+local used = redis.call('INCRBY', KEYS[1], ARGV[1])
+if used < 0 then
+  redis.call('SET', KEYS[1], 0)
+  used = 0
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return used
+`
+
+// Redis keeps budgets in Redis, shared by every replica that uses the same
+// Redis and prefix. One key per user and day, "<prefix><user id>:<date>",
+// holds the counter. It is safe for concurrent use.
+type Redis struct {
+	client  redis.UniversalClient
+	prefix  string
+	now     func() time.Time
+	reserve *redis.Script
+	settle  *redis.Script
+}
+
+// NewRedis returns a Redis budget storing counters under prefix. now is the
+// clock that decides the date (time.Now when nil).
+func NewRedis(c redis.UniversalClient, prefix string, now func() time.Time) *Redis {
+	if now == nil {
+		now = time.Now
+	}
+	return &Redis{client: c, prefix: prefix, now: now,
+		reserve: redis.NewScript(reserveScript), settle: redis.NewScript(settleScript)}
+}
+
+func (r *Redis) key(userID, day string) string { return r.prefix + userID + ":" + day }
+
+// Reserve is [Memory.Reserve] on the shared counter.
+func (r *Redis) Reserve(ctx context.Context, userID string, limit, amount int64) (Reservation, Status, error) {
+	if err := validate(userID, amount); err != nil {
+		return Reservation{}, Status{}, err
+	}
+	now := r.now()
+	day := dayOf(now)
+	res, err := r.reserve.Run(ctx, r.client, []string{r.key(userID, day)}, max(limit, 0), amount, int64(keyTTL/time.Second)).Int64Slice()
+	if err != nil {
+		return Reservation{}, Status{}, fmt.Errorf("budget: reserve for user %q: %w", userID, err)
+	}
+	if len(res) != 2 {
+		return Reservation{}, Status{}, fmt.Errorf("budget: reserve for user %q: script returned %d values, want 2", userID, len(res))
+	}
+	st := Status{Used: res[1], Limit: max(limit, 0), Reset: untilMidnight(now)}
+	if res[0] != 1 {
+		return Reservation{}, st, &ExceededError{Status: st}
+	}
+	return Reservation{UserID: userID, Day: day, Amount: amount}, st, nil
+}
+
+// Settle is [Memory.Settle] on the shared counter.
+func (r *Redis) Settle(ctx context.Context, res Reservation, actual int64) error {
+	if res.UserID == "" {
+		return nil
+	}
+	err := r.settle.Run(ctx, r.client, []string{r.key(res.UserID, res.Day)}, actual-res.Amount, int64(keyTTL/time.Second)).Err()
+	if err != nil {
+		return fmt.Errorf("budget: settle for user %q: %w", res.UserID, err)
+	}
+	return nil
+}
+
+// Status is [Memory.Status] on the shared counter.
+func (r *Redis) Status(ctx context.Context, userID string, limit int64) (Status, error) {
+	now := r.now()
+	used, err := r.client.Get(ctx, r.key(userID, dayOf(now))).Int64()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return Status{}, fmt.Errorf("budget: status of user %q: %w", userID, err)
+	}
+	return Status{Used: used, Limit: max(limit, 0), Reset: untilMidnight(now)}, nil
+}
