@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -64,6 +65,29 @@ type Config struct {
 	OpenAIBaseURL   string
 	LLMModel        string
 	UpstreamTimeout time.Duration
+	// LLMModels is the allowlist from LLM_MODELS: the models requests may
+	// name and GET /v1/models lists. Empty means any model, and the list
+	// comes from the upstream.
+	LLMModels []string
+	// UpstreamFallbacks are tried in order after OPENAI_BASE_URL when it
+	// fails with a connection error, a 429 or a 5xx (UPSTREAM_FALLBACKS).
+	UpstreamFallbacks []Upstream
+	// UpstreamRetries is how many extra rounds over the upstreams a call
+	// gets when all failed in a retryable way (UPSTREAM_RETRIES).
+	UpstreamRetries int
+	// UpstreamBreakerFailures consecutive failures open an upstream's
+	// circuit for UpstreamBreakerCooldown, after which one probe goes
+	// through.
+	UpstreamBreakerFailures int
+	UpstreamBreakerCooldown time.Duration
+	// StreamWriteTimeout bounds each write of a streamed answer to the
+	// client, so a client that stops reading cannot hold a stream open.
+	StreamWriteTimeout time.Duration
+
+	// TokenBudgetFree and TokenBudgetPro are tokens per user per UTC day;
+	// 0 means no budget.
+	TokenBudgetFree int64
+	TokenBudgetPro  int64
 
 	RateLimitFree       int64
 	RateLimitPro        int64
@@ -112,6 +136,14 @@ func (c Config) LogValue() slog.Value {
 		slog.String("openai_base_url", redactURL(c.OpenAIBaseURL)),
 		slog.String("llm_model", c.LLMModel),
 		slog.String("upstream_timeout", c.UpstreamTimeout.String()),
+		slog.Any("llm_models", c.LLMModels),
+		slog.Any("upstream_fallbacks", upstreamsForLog(c.UpstreamFallbacks)),
+		slog.Int("upstream_retries", c.UpstreamRetries),
+		slog.Int("upstream_breaker_failures", c.UpstreamBreakerFailures),
+		slog.String("upstream_breaker_cooldown", c.UpstreamBreakerCooldown.String()),
+		slog.String("stream_write_timeout", c.StreamWriteTimeout.String()),
+		slog.Int64("token_budget_free", c.TokenBudgetFree),
+		slog.Int64("token_budget_pro", c.TokenBudgetPro),
 		slog.Int64("rate_limit_free", c.RateLimitFree),
 		slog.Float64("rate_limit_free_refill", c.RateLimitFreeRefill),
 		slog.Int64("rate_limit_pro", c.RateLimitPro),
@@ -198,6 +230,14 @@ func Load(getenv func(string) string, envFile string) (Config, error) {
 		ShutdownTimeout:       l.duration("SHUTDOWN_TIMEOUT", 30*time.Second, time.Millisecond),
 	}
 	c.DemoUser = l.boolean("DEMO_USER", c.Env == EnvDevelopment)
+	c.LLMModels = l.models("LLM_MODELS")
+	c.UpstreamFallbacks = l.upstreams("UPSTREAM_FALLBACKS")
+	c.UpstreamRetries = int(l.integer("UPSTREAM_RETRIES", 2, 0, 10))
+	c.UpstreamBreakerFailures = int(l.integer("UPSTREAM_BREAKER_FAILURES", 5, 1, 1000))
+	c.UpstreamBreakerCooldown = l.duration("UPSTREAM_BREAKER_COOLDOWN", 30*time.Second, 100*time.Millisecond)
+	c.StreamWriteTimeout = l.duration("STREAM_WRITE_TIMEOUT", 30*time.Second, 100*time.Millisecond)
+	c.TokenBudgetFree = l.integer("TOKEN_BUDGET_FREE", 0, 0, 1<<50)
+	c.TokenBudgetPro = l.integer("TOKEN_BUDGET_PRO", 0, 0, 1<<50)
 	c.RedisURL = l.redisURL()
 	c.RedisKeyPrefix = l.redisKeyPrefix()
 	if v, ok := l.lookup("DATABASE_URL"); ok && strings.TrimSpace(v) == "" {
@@ -205,6 +245,12 @@ func Load(getenv func(string) string, envFile string) (Config, error) {
 	}
 	if strings.ContainsAny(c.LLMModel, " \t\r\n") || len(c.LLMModel) > 200 {
 		l.fail("LLM_MODEL", "must be a model name without spaces, at most 200 characters")
+	}
+	if len(c.LLMModels) > 0 && !slices.Contains(c.LLMModels, c.LLMModel) {
+		l.fail("LLM_MODEL", fmt.Sprintf("%q is not in LLM_MODELS; the default model must be one of the allowed ones", c.LLMModel))
+	}
+	if len(c.UpstreamFallbacks) > 0 && c.OpenAIAPIKey == "" {
+		l.fail("UPSTREAM_FALLBACKS", "needs OPENAI_API_KEY: without it the offline mock model answers and fallbacks would never be used")
 	}
 
 	if c.Production() {
@@ -425,4 +471,94 @@ func (l *loader) redisURL() string {
 		u.User = url.UserPassword("", pw)
 	}
 	return u.String()
+}
+
+// Upstream is one more OpenAI-compatible API to fall back on.
+type Upstream struct {
+	BaseURL string
+	APIKey  string
+}
+
+// String shows the URL (without any password) and hides the key, so an
+// Upstream printed by mistake leaks nothing.
+func (u Upstream) String() string {
+	if u.APIKey == "" {
+		return redactURL(u.BaseURL) + " (no key)"
+	}
+	return redactURL(u.BaseURL) + " (key ***)"
+}
+
+// LogValue is String, for slog.
+func (u Upstream) LogValue() slog.Value { return slog.StringValue(u.String()) }
+
+// upstreamsForLog renders fallbacks one string each; slog does not call
+// LogValue on the elements of a slice.
+func upstreamsForLog(ups []Upstream) []string {
+	out := make([]string, len(ups))
+	for i, u := range ups {
+		out[i] = u.String()
+	}
+	return out
+}
+
+// maxModels bounds LLM_MODELS; a longer allowlist is surely a mistake.
+const maxModels = 1000
+
+// models reads a comma-separated list of model names; blanks between commas
+// are ignored and duplicates kept once.
+func (l *loader) models(name string) []string {
+	v, ok := l.lookup(name)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, m := range strings.Split(v, ",") {
+		m = strings.TrimSpace(m)
+		switch {
+		case m == "":
+			continue
+		case len(m) > 200 || strings.ContainsAny(m, " \t\r\n"):
+			l.fail(name, fmt.Sprintf("%q is not a model name (no spaces, at most 200 characters)", m))
+			continue
+		case slices.Contains(out, m):
+			continue
+		}
+		out = append(out, m)
+	}
+	if len(out) > maxModels {
+		l.fail(name, fmt.Sprintf("lists %d models, at most %d allowed", len(out), maxModels))
+		return nil
+	}
+	return out
+}
+
+// upstreams reads UPSTREAM_FALLBACKS: comma-separated entries, each a base
+// URL, optionally followed by "|" and that upstream's API key, as in
+// "https://a.example/v1|sk-a,http://localhost:11434/v1". Messages about a
+// bad entry name its position and its URL, never its key.
+func (l *loader) upstreams(name string) []Upstream {
+	v, ok := l.lookup(name)
+	if !ok {
+		return nil
+	}
+	var out []Upstream
+	for i, entry := range strings.Split(v, ",") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue
+		}
+		base, key, _ := strings.Cut(entry, "|")
+		base, key = strings.TrimSpace(base), strings.TrimSpace(key)
+		u, err := url.Parse(base)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			shown := "(unparsable)"
+			if err == nil {
+				shown = redactURL(base)
+			}
+			l.fail(name, fmt.Sprintf("entry %d %q is not an http(s) base URL; the format is URL|KEY,URL|KEY", i+1, shown))
+			continue
+		}
+		out = append(out, Upstream{BaseURL: strings.TrimRight(base, "/"), APIKey: key})
+	}
+	return out
 }
