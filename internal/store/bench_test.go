@@ -1,0 +1,45 @@
+package store
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/agentapi/agentapi/internal/pgtest"
+)
+
+// BenchmarkAPIKeyByHash is the database lookup behind an API-key request,
+// on each backend (PostgreSQL only when TEST_DATABASE_URL is set).
+func BenchmarkAPIKeyByHash(b *testing.B) {
+	for _, bk := range []struct {
+		name string
+		url  func(b *testing.B) string
+	}{
+		{"sqlite", func(b *testing.B) string { return filepath.Join(b.TempDir(), "bench.db") }},
+		{"postgres", func(b *testing.B) string { return pgtest.URL(b) }},
+	} {
+		b.Run(bk.name, func(b *testing.B) {
+			ctx := context.Background()
+			s, err := Open(ctx, bk.url(b))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { s.Close() })
+			u, err := s.CreateUser(ctx, User{Email: "bench@example.com"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			const hash = "5f1d7a3b2c4e6f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708"
+			if _, err := s.CreateAPIKey(ctx, APIKey{UserID: u.ID, Name: "bench", Hash: hash, Prefix: "sk-bench"}); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				k, err := s.APIKeyByHash(ctx, hash)
+				if err != nil || k.UserID != u.ID {
+					b.Fatalf("APIKeyByHash = %+v, %v", k, err)
+				}
+			}
+		})
+	}
+}
