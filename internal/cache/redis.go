@@ -4,22 +4,38 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// DefaultCallTimeout bounds one Get or Set of a [Redis] cache. A healthy
-// Redis answers in about a millisecond; a cache that cannot answer well
-// within a request's budget is worth less than going to the model, so the
-// caller gets an error instead of waiting for the client's own, longer,
-// socket timeouts (and their retry).
-const DefaultCallTimeout = 50 * time.Millisecond
+// DefaultCallTimeout bounds one Get or Set of a [Redis] cache, dial and
+// retry included. A healthy Redis answers in about a millisecond, but
+// giving up on a live one is costly: a lookup cut short becomes a model
+// call, and a failure turns the cache off for DefaultProbeInterval. A hung
+// Redis, on the other hand, makes only about one call per interval wait
+// this long, the others being bypassed. So the bound is generous on the
+// scale of Redis and small on the scale of a request.
+const DefaultCallTimeout = 200 * time.Millisecond
+
+// DefaultProbeInterval is how often, while Redis is failing, one call of a
+// [Redis] cache tries it again. The other calls fail at once with
+// [ErrBypassed], so a hung Redis costs a request DefaultCallTimeout about
+// once per interval per replica instead of on every Get and Set.
+const DefaultProbeInterval = time.Second
+
+// ErrBypassed is returned by a [Redis] cache that skips Redis because its
+// last call failed and the next probe is not yet due. Callers treat it like
+// any other cache error: go to the model.
+var ErrBypassed = errors.New("cache: redis failing, bypassed until the next probe")
 
 // Redis is a response cache in Redis, shared by every replica using the
 // same Redis and prefix. Each Get and Set is one command, bounded by
 // DefaultCallTimeout (for socket reads and writes too when the client has
-// ContextTimeoutEnabled, as package redisconn's clients do). It is safe for
+// ContextTimeoutEnabled, as package redisconn's clients do). After a call
+// fails for want of Redis (unreachable, timed out), the cache is bypassed
+// until a probe succeeds; see [DefaultProbeInterval]. It is safe for
 // concurrent use.
 type Redis struct {
 	client        redis.UniversalClient
@@ -27,6 +43,15 @@ type Redis struct {
 	ttl           time.Duration
 	maxEntryBytes int
 	callTimeout   time.Duration
+	probeInterval time.Duration
+	// now is the clock; tests replace it.
+	now func() time.Time
+
+	// down is set while Redis is considered failing.
+	down atomic.Bool
+	// nextProbe is when (Unix nanoseconds) a call may next try Redis
+	// while down.
+	nextProbe atomic.Int64
 }
 
 // NewRedis returns a cache storing k's value at prefix+k, each entry
@@ -43,20 +68,29 @@ func NewRedis(c redis.UniversalClient, prefix string, ttl time.Duration, maxEntr
 	if maxEntryBytes < 1 {
 		maxEntryBytes = DefaultMaxEntryBytes
 	}
-	return &Redis{client: c, prefix: prefix, ttl: ttl, maxEntryBytes: maxEntryBytes, callTimeout: DefaultCallTimeout}
+	return &Redis{
+		client: c, prefix: prefix, ttl: ttl, maxEntryBytes: maxEntryBytes,
+		callTimeout: DefaultCallTimeout, probeInterval: DefaultProbeInterval, now: time.Now,
+	}
 }
 
 // Get returns k's value, or false if k is absent or expired.
 func (r *Redis) Get(ctx context.Context, k Key) ([]byte, bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, r.callTimeout)
+	if r.bypass() {
+		return nil, false, ErrBypassed
+	}
+	cctx, cancel := context.WithTimeout(ctx, r.callTimeout)
 	defer cancel()
-	v, err := r.client.Get(ctx, r.prefix+string(k)).Bytes()
+	v, err := r.client.Get(cctx, r.prefix+string(k)).Bytes()
 	if errors.Is(err, redis.Nil) {
+		r.markUp()
 		return nil, false, nil
 	}
 	if err != nil {
+		r.markFailed(ctx, err)
 		return nil, false, fmt.Errorf("cache: redis get: %w", err)
 	}
+	r.markUp()
 	return v, true, nil
 }
 
@@ -67,10 +101,47 @@ func (r *Redis) Set(ctx context.Context, k Key, v []byte) error {
 	if len(v) > r.maxEntryBytes {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.callTimeout)
+	if r.bypass() {
+		return ErrBypassed
+	}
+	cctx, cancel := context.WithTimeout(ctx, r.callTimeout)
 	defer cancel()
-	if err := r.client.Set(ctx, r.prefix+string(k), v, r.ttl).Err(); err != nil {
+	if err := r.client.Set(cctx, r.prefix+string(k), v, r.ttl).Err(); err != nil {
+		r.markFailed(ctx, err)
 		return fmt.Errorf("cache: redis set: %w", err)
 	}
+	r.markUp()
 	return nil
+}
+
+// bypass reports whether this call should skip Redis: it is failing and
+// this call is not the one probe allowed per interval.
+func (r *Redis) bypass() bool {
+	if !r.down.Load() {
+		return false
+	}
+	next := r.nextProbe.Load()
+	now := r.now().UnixNano()
+	return now < next || !r.nextProbe.CompareAndSwap(next, now+int64(r.probeInterval))
+}
+
+// markFailed starts or extends bypassing after err, unless err says nothing
+// about Redis's health: the caller gave up (ctx ended), or Redis answered
+// with an error reply, which it can only do while up.
+func (r *Redis) markFailed(ctx context.Context, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	if _, ok := errors.AsType[redis.Error](err); ok {
+		return
+	}
+	r.nextProbe.Store(r.now().Add(r.probeInterval).UnixNano())
+	r.down.Store(true)
+}
+
+// markUp ends bypassing after a call that reached Redis.
+func (r *Redis) markUp() {
+	if r.down.Load() {
+		r.down.Store(false)
+	}
 }

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"testing"
@@ -92,6 +93,7 @@ func TestRedisHungServerBounded(t *testing.T) {
 	})
 	t.Cleanup(func() { client.Close() })
 	r := NewRedis(client, redistest.Prefix(t), time.Minute, 1024)
+	r.probeInterval = 0 // try Redis on every call, so both calls time out
 	k := NewKey("global", "m", nil)
 	// The bound asserted is 20 times the call timeout: it tells "bounded by
 	// the cache" from "bounded by the client's 10s", not how fast it is.
@@ -104,6 +106,66 @@ func TestRedisHungServerBounded(t *testing.T) {
 	}
 	if d := time.Since(start); d > 20*DefaultCallTimeout {
 		t.Errorf("Get and Set against a hung server took %v, want them cut at about %v each", d, DefaultCallTimeout)
+	}
+}
+
+// TestRedisBypassWhileFailing kills Redis under a cache: after one failed
+// call the cache answers ErrBypassed without trying Redis, one call per
+// probe interval tries again, and the first that succeeds ends the bypass.
+func TestRedisBypassWhileFailing(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StartServer(t)
+	client, err := redisconn.Open(redisconn.Options{URL: srv.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	r := NewRedis(client, redistest.Prefix(t), time.Minute, 1024)
+	now := time.Now()
+	r.now = func() time.Time { return now }
+	ctx := t.Context()
+	k := NewKey("global", "m", []byte("q"))
+	mustSet(t, r, k, []byte("v"))
+
+	srv.Kill()
+	if _, _, err := r.Get(ctx, k); err == nil || errors.Is(err, ErrBypassed) {
+		t.Fatalf("first Get with Redis down = %v, want Redis's error", err)
+	}
+	if _, _, err := r.Get(ctx, k); !errors.Is(err, ErrBypassed) {
+		t.Errorf("second Get with Redis down = %v, want ErrBypassed", err)
+	}
+	if err := r.Set(ctx, k, []byte("v")); !errors.Is(err, ErrBypassed) {
+		t.Errorf("Set with Redis down = %v, want ErrBypassed", err)
+	}
+
+	srv.Restart()
+	if _, _, err := r.Get(ctx, k); !errors.Is(err, ErrBypassed) {
+		t.Errorf("Get before the probe is due = %v, want ErrBypassed", err)
+	}
+	now = now.Add(DefaultProbeInterval)
+	// The probe reaches the restarted (empty) Redis: a miss, no error.
+	if v, ok, err := r.Get(ctx, k); err != nil || ok {
+		t.Fatalf("probe after Redis returned = %q, %v, %v; want a plain miss", v, ok, err)
+	}
+	mustSet(t, r, k, []byte("again"))
+	if got := mustGet(t, r, k); string(got) != "again" {
+		t.Errorf("Get after recovery = %q, want again", got)
+	}
+}
+
+// TestRedisCallerCancelDoesNotBypass: a request that gave up says nothing
+// about Redis, so it must not switch the cache off for everyone else.
+func TestRedisCallerCancelDoesNotBypass(t *testing.T) {
+	t.Parallel()
+	r := NewRedis(redistest.Client(t), redistest.Prefix(t), time.Minute, 1024)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	k := NewKey("global", "m", nil)
+	if _, _, err := r.Get(ctx, k); err == nil {
+		t.Fatal("Get with a cancelled context succeeded")
+	}
+	if _, _, err := r.Get(t.Context(), k); err != nil {
+		t.Errorf("Get after another caller's cancel = %v, want a plain miss", err)
 	}
 }
 

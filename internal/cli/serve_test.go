@@ -49,19 +49,48 @@ func mapEnv(m map[string]string) func(string) string { return func(k string) str
 // startServer runs `agentapi serve` with env and waits for its "listening" line.
 func startServer(t *testing.T, env map[string]string) *server {
 	t.Helper()
-	env["HOST"] = "127.0.0.1"
-	env["PORT"] = "0"
+	s := launchServer(t, env)
+	s.waitListening(t)
+	return s
+}
+
+// launchServer starts `agentapi serve` with env without waiting for it, so
+// that a test can start several at once; call waitListening on each. env is
+// copied, and the server listens on a free loopback port.
+func launchServer(t *testing.T, env map[string]string) *server {
+	t.Helper()
+	own := make(map[string]string, len(env)+2)
+	for k, v := range env {
+		own[k] = v
+	}
+	own["HOST"] = "127.0.0.1"
+	own["PORT"] = "0"
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &server{out: &syncBuffer{}, stop: cancel, done: make(chan error, 1)}
-	go func() { s.done <- Run(ctx, []string{"serve"}, mapEnv(env), strings.NewReader(""), s.out, io.Discard) }()
+	go func() { s.done <- Run(ctx, []string{"serve"}, mapEnv(own), strings.NewReader(""), s.out, io.Discard) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-s.done:
+		case <-time.After(20 * time.Second):
+			t.Error("server did not stop")
+		}
+	})
+	return s
+}
+
+// waitListening waits for the server's "listening" log line and sets s.url.
+func (s *server) waitListening(t *testing.T) {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for s.url == "" {
 		if time.Now().After(deadline) {
-			cancel()
+			s.stop()
 			t.Fatalf("server did not start; output:\n%s", s.out.String())
 		}
 		select {
 		case err := <-s.done:
+			s.done <- err // for the cleanup
 			t.Fatalf("server exited: %v\n%s", err, s.out.String())
 		case <-time.After(20 * time.Millisecond):
 		}
@@ -76,15 +105,6 @@ func startServer(t *testing.T, env map[string]string) *server {
 			}
 		}
 	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-s.done:
-		case <-time.After(20 * time.Second):
-			t.Error("server did not stop")
-		}
-	})
-	return s
 }
 
 // shutdown cancels Run's context (SIGTERM in main) and returns Run's error.
@@ -132,7 +152,7 @@ func fakeOpenAI(t *testing.T, delay time.Duration) *httptest.Server {
 			return
 		}
 		var req struct {
-			Model    string `json:"model"`
+			Model    string                     `json:"model"`
 			Messages []struct{ Content string } `json:"messages"`
 		}
 		json.NewDecoder(r.Body).Decode(&req)
