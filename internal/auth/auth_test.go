@@ -196,3 +196,39 @@ func TestAPIKeyFormat(t *testing.T) {
 		t.Fatal("a JWT looks like an API key")
 	}
 }
+
+// TestVerifyRemembersOnlyWhatPassed checks the cache of verified tokens: a
+// second Verify gives the same claims, expiry still applies to a remembered
+// token with the same error as a fresh parse, and a token that failed once
+// fails again.
+func TestVerifyRemembersOnlyWhatPassed(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	clock := func() time.Time { return now }
+	tk := newTokens(t, "0123456789abcdef0123456789abcdef", "HS256", clock)
+	s, _, _ := tk.Issue("u1", "pro")
+	first, err := tk.Verify(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := tk.Verify(s)
+	if err != nil || second != first {
+		t.Fatalf("second Verify = %+v, %v; first gave %+v", second, err, first)
+	}
+	forged := s[:len(s)-4] + "AAAA"
+	for range 2 {
+		if _, err := tk.Verify(forged); !errors.Is(err, ErrInvalidToken) {
+			t.Fatalf("forged token: %v", err)
+		}
+	}
+	now = now.Add(31*time.Minute + time.Second) // past expiry and leeway
+	_, err = tk.Verify(s)
+	if !errors.Is(err, ErrInvalidToken) || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("expired remembered token: %v", err)
+	}
+	fresh := newTokens(t, "0123456789abcdef0123456789abcdef", "HS256", clock)
+	_, want := fresh.Verify(s)
+	if want == nil || err.Error() != want.Error() {
+		t.Fatalf("remembered token's expiry error %q differs from a fresh parse's %q", err, want)
+	}
+}
