@@ -131,16 +131,25 @@ func replicaEnv(t *testing.T, redisURL, databaseURL, upstreamURL string) map[str
 	}
 }
 
-// startReplicas starts n servers with env at the same moment, so that they
-// also race to migrate the shared database, and waits until all listen.
+// startReplicas starts n servers with env and waits until all listen. On
+// PostgreSQL they start at the same moment, so they also race to migrate the
+// shared schema, which the store serialises with an advisory lock. SQLite
+// has no such lock, and two processes migrating a new file at once can
+// collide, so on SQLite they start one after another.
 func startReplicas(t *testing.T, n int, env map[string]string) []*server {
 	t.Helper()
+	together := strings.HasPrefix(env["DATABASE_URL"], "postgres://")
 	servers := make([]*server, n)
 	for i := range servers {
 		servers[i] = launchServer(t, env)
+		if !together {
+			servers[i].waitListening(t)
+		}
 	}
 	for _, s := range servers {
-		s.waitListening(t)
+		if s.url == "" {
+			s.waitListening(t)
+		}
 	}
 	return servers
 }
