@@ -58,11 +58,13 @@ var ErrUnavailable = errors.New("store: database unavailable")
 // store's queries are point lookups and small writes that take milliseconds;
 // the limit exists so that a database that stopped answering (a network
 // partition, a server stuck on a lock) costs a request seconds, not forever.
-// It is generous because an operation cut short is retried by nobody.
+// It is generous because cutting a slow but healthy operation short fails a
+// request that would have succeeded.
 const OpTimeout = 5 * time.Second
 
 // pgConnectTimeout bounds one new PostgreSQL connection, TLS and
-// authentication included, unless the URL sets connect_timeout. pgx's own
+// authentication included, unless the URL sets a non-zero connect_timeout
+// (0, libpq's "wait forever", gets this bound too). pgx's own
 // default is to wait as long as the caller's context allows, which for
 // start-up and migrations is forever.
 const pgConnectTimeout = 3 * time.Second
