@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
@@ -26,7 +27,8 @@ type phase struct {
 
 	allocs     uint64 // heap objects allocated by the whole process during the phase
 	allocBytes uint64
-	peakRSSKB  int64 // VmHWM of the process during the phase; -1 if unknown
+	cpu        time.Duration // user+system CPU time of the whole process during the phase
+	peakRSSKB  int64         // VmHWM of the process during the phase; -1 if unknown
 }
 
 func (p *phase) successRate() float64 {
@@ -51,6 +53,7 @@ func quantile(sorted []time.Duration, q float64) time.Duration {
 // the kernel's peak-RSS mark (VmHWM) so the peak belongs to this phase.
 type meter struct {
 	samples []metrics.Sample
+	cpu0    time.Duration
 }
 
 func newMeter() *meter {
@@ -60,14 +63,38 @@ func newMeter() *meter {
 func (m *meter) start() (uint64, uint64) {
 	resetPeakRSS()
 	metrics.Read(m.samples)
+	m.cpu0 = processCPU()
 	return m.samples[0].Value.Uint64(), m.samples[1].Value.Uint64()
 }
 
 func (m *meter) stop(p *phase, objs, bytes uint64) {
+	p.cpu = processCPU() - m.cpu0
 	metrics.Read(m.samples)
 	p.allocs = m.samples[0].Value.Uint64() - objs
 	p.allocBytes = m.samples[1].Value.Uint64() - bytes
 	p.peakRSSKB = peakRSSKB()
+}
+
+// processCPU is the user and system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// loadAverage is the first field of /proc/loadavg, or "?".
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
 }
 
 // resetPeakRSS asks Linux to restart VmHWM from the current RSS ("5" in

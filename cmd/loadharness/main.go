@@ -138,6 +138,8 @@ type results struct {
 	streams    map[string][]streamPhase
 	concurrent map[string]streamPhase
 	redisRTT   time.Duration
+	loadBefore string // 1-minute load average when measuring began
+	loadAfter  string
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -240,6 +242,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	res.loadBefore = loadAverage()
 	started := time.Now()
 	settle := func() {
 		runtime.GC()
@@ -295,6 +298,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	measured := time.Since(started)
+	res.loadAfter = loadAverage()
 	if err := stopProfile(); err != nil {
 		return err
 	}

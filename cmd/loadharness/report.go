@@ -76,11 +76,13 @@ type closedSummary struct {
 	p50, p99     time.Duration
 	allocsPerReq float64
 	bytesPerReq  float64
+	cpuPerReq    time.Duration // process CPU time per request
+	cores        float64       // process CPU time per wall second
 }
 
 func summarizeClosed(rounds []phase) closedSummary {
-	var ok, rps, apr, bpr []float64
-	var p50, p99 []time.Duration
+	var ok, rps, apr, bpr, cores []float64
+	var p50, p99, cpr []time.Duration
 	for i := range rounds {
 		r := &rounds[i]
 		ok = append(ok, r.successRate())
@@ -90,10 +92,12 @@ func summarizeClosed(rounds []phase) closedSummary {
 		if r.sent > 0 {
 			apr = append(apr, float64(r.allocs)/float64(r.sent))
 			bpr = append(bpr, float64(r.allocBytes)/float64(r.sent))
+			cpr = append(cpr, r.cpu/time.Duration(r.sent))
 		}
+		cores = append(cores, r.cpu.Seconds()/r.elapsed.Seconds())
 	}
 	return closedSummary{ok: median(ok), rps: median(rps), p50: median(p50), p99: median(p99),
-		allocsPerReq: median(apr), bytesPerReq: median(bpr)}
+		allocsPerReq: median(apr), bytesPerReq: median(bpr), cpuPerReq: median(cpr), cores: median(cores)}
 }
 
 // peakRSS is the largest VmHWM of a target's phases, in MiB.
@@ -159,8 +163,9 @@ func summarizeStreams(rounds, direct, proxy []streamPhase) streamSummary {
 }
 
 func report(w io.Writer, o options, plain, streaming []*target, res results, notes []string, measured time.Duration) {
-	fmt.Fprintf(w, "agentapi load harness: %s %s/%s, %d CPUs, GOMAXPROCS %d; upstream latency %s; measured for %s\n",
-		runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), o.upstreamLatency, measured.Round(time.Second))
+	fmt.Fprintf(w, "agentapi load harness: %s %s/%s, %d CPUs, GOMAXPROCS %d; upstream latency %s; measured for %s; load average %s before, %s after\n",
+		runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), o.upstreamLatency, measured.Round(time.Second),
+		res.loadBefore, res.loadAfter)
 	fmt.Fprintln(w, "All targets, the load generator and the upstream share this one process and its CPUs; compare figures as ratios within one run.")
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -196,26 +201,27 @@ func report(w io.Writer, o options, plain, streaming []*target, res results, not
 	}
 
 	if o.closedDuration > 0 {
-		fmt.Fprintf(w, "\nclosed loop: %d workers × %s, %d rounds, medians of rounds; allocations are the whole process's "+
-			"(client, target and upstream) per request, so +allocs over direct is what the hop itself allocates; "+
-			"peak RSS is the process's VmHWM, reset before each phase, largest over the target's phases\n",
-			o.workers, o.closedDuration, o.rounds)
+		fmt.Fprintf(w, "\nclosed loop: %d workers × %s, %d rounds, medians of rounds; CPU time and allocations are the whole process's "+
+			"(client, target and upstream) per request, so + over direct is what the hop itself costs; cores = CPU time per wall second "+
+			"(below %d means other processes took CPU); peak RSS is the process's VmHWM, reset before each phase, largest over the target's phases\n",
+			o.workers, o.closedDuration, o.rounds, runtime.NumCPU())
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "target\tok %\treq/s\t÷ proxy\tp50 ms\tp99 ms\tallocs/req\t+allocs/req\tKiB/req\t+KiB/req\tpeak RSS MiB\t")
+		fmt.Fprintln(tw, "target\tok %\treq/s\t÷ proxy\tp50 ms\tp99 ms\tcores\tCPU µs/req\t+CPU µs/req\tallocs/req\t+allocs/req\tKiB/req\t+KiB/req\tpeak RSS MiB\t")
 		direct := summarizeClosed(res.closed["direct"])
 		proxy := summarizeClosed(res.closed["proxy"])
 		for _, t := range plain {
 			s := summarizeClosed(res.closed[t.id])
-			rp, addA, addB := "–", "–", "–"
+			rp, addA, addB, addC := "–", "–", "–", "–"
 			if t.id != "direct" {
+				addC = fmt.Sprintf("%.1f", float64(s.cpuPerReq-direct.cpuPerReq)/1e3)
 				addA = fmt.Sprintf("%.0f", s.allocsPerReq-direct.allocsPerReq)
 				addB = fmt.Sprintf("%.1f", (s.bytesPerReq-direct.bytesPerReq)/1024)
 				if t.id != "proxy" && res.closed["proxy"] != nil {
 					rp = ratio(s.rps, proxy.rps)
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%.2f\t%.0f\t%s\t%s\t%s\t%.0f\t%s\t%.1f\t%s\t%s\t\n", t.id, 100*s.ok, s.rps, rp, ms(s.p50), ms(s.p99),
-				s.allocsPerReq, addA, s.bytesPerReq/1024, addB, peakRSS(res, t.id))
+			fmt.Fprintf(tw, "%s\t%.2f\t%.0f\t%s\t%s\t%s\t%.2f\t%.1f\t%s\t%.0f\t%s\t%.1f\t%s\t%s\t\n", t.id, 100*s.ok, s.rps, rp, ms(s.p50), ms(s.p99),
+				s.cores, float64(s.cpuPerReq)/1e3, addC, s.allocsPerReq, addA, s.bytesPerReq/1024, addB, peakRSS(res, t.id))
 		}
 		tw.Flush()
 	}
