@@ -109,3 +109,29 @@ func BenchmarkMockComplete(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkReadMeta is the client's own parse of every plain answer: the
+// model and usage, and the check that the body is a JSON object.
+func BenchmarkReadMeta(b *testing.B) {
+	answer := benchAnswer()
+	b.ReportAllocs()
+	b.SetBytes(int64(len(answer)))
+	for b.Loop() {
+		m, err := readMeta(answer)
+		if err != nil || m.Usage.TotalTokens != 270 {
+			b.Fatalf("readMeta = %+v, %v", m, err)
+		}
+	}
+}
+
+// BenchmarkFirstMessageContent is what /chat reads from each answer.
+func BenchmarkFirstMessageContent(b *testing.B) {
+	answer := benchAnswer()
+	b.ReportAllocs()
+	b.SetBytes(int64(len(answer)))
+	for b.Loop() {
+		if s, err := FirstMessageContent(answer); err != nil || s == "" {
+			b.Fatalf("FirstMessageContent = %q, %v", s, err)
+		}
+	}
+}
