@@ -9,6 +9,8 @@
 # build stage below and checks that it is static, that the version is stamped,
 # and that the server runs on a read-only root filesystem; keep the two in step.
 
+# The golang images set GOTOOLCHAIN=local: their Go must be at least go.mod's
+# go line (pull a fresh image if a cached one is older).
 ARG GO_VERSION=1.26
 
 # --- build ---------------------------------------------------------------

@@ -172,6 +172,20 @@ func TestDockerfile(t *testing.T) {
 	if !strings.Contains(froms[0], "golang:") {
 		t.Errorf("build stage %q is not a golang image", froms[0])
 	}
+	// The image's Go must satisfy go.mod's go line (GOTOOLCHAIN=local there).
+	var goMod string
+	if m := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindSubmatch(readRepoFile(t, "go.mod")); m != nil {
+		goMod = string(m[1])
+	}
+	var goArg string
+	for _, in := range ins {
+		if in.cmd == "ARG" && strings.HasPrefix(in.args, "GO_VERSION=") {
+			goArg = strings.TrimPrefix(in.args, "GO_VERSION=")
+		}
+	}
+	if goMod == "" || !strings.HasPrefix(goArg, goMod) {
+		t.Errorf("Dockerfile GO_VERSION %q does not follow go.mod's go %s", goArg, goMod)
+	}
 	final := len(froms) - 1
 	if f := froms[final]; !strings.HasPrefix(f, "gcr.io/distroless/static") && f != "scratch" {
 		t.Errorf("final stage %q is not distroless/static or scratch", f)
