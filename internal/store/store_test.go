@@ -48,6 +48,8 @@ func openTestStore(t *testing.T, databaseURL string) *Store {
 // runStoreSuite is the behaviour both backends must share. open must return
 // a store over an empty, migrated database of its own.
 func runStoreSuite(t *testing.T, open func(t *testing.T) *Store) {
+	runRefreshSuite(t, open)
+
 	t.Run("Ping", func(t *testing.T) {
 		t.Parallel()
 		s := open(t)
