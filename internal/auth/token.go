@@ -2,6 +2,7 @@ package auth
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -12,7 +13,8 @@ import (
 )
 
 // ErrInvalidToken covers every reason an access token is refused: malformed,
-// wrong algorithm or key, expired, not yet valid, wrong issuer or audience.
+// wrong algorithm or key, unknown key id, expired, not yet valid, wrong issuer
+// or audience, not an access token, or revoked.
 var ErrInvalidToken = errors.New("auth: invalid token")
 
 // maxTokenBytes bounds what the parser will even look at; real tokens are a few
@@ -44,9 +46,18 @@ type accessClaims struct {
 	jwt.RegisteredClaims
 }
 
-// Tokens issues and verifies access tokens with one HMAC key and algorithm.
+// maxKeyIDBytes bounds the kid header we look up; ours are 12 hex digits.
+const maxKeyIDBytes = 64
+
+// Tokens issues and verifies access tokens with one HMAC algorithm. New
+// tokens are signed with the current key and name it in their kid header;
+// a previous key, during a rotation, still verifies the tokens that name it.
 type Tokens struct {
-	key      []byte
+	key   []byte
+	keyID string
+	// keys maps every key id we accept to its key. The kid header of a token
+	// is only ever a lookup in this map, never a file name, URL or query.
+	keys     map[string][]byte
 	method   jwt.SigningMethod
 	ttl      time.Duration
 	issuer   string
@@ -58,16 +69,32 @@ type Tokens struct {
 	// 15µs and 65 allocations; a lookup costs well under 1µs and none.
 	// Only successes are kept, so forged tokens cannot fill it.
 	verified *otter.Cache[string, Claims]
+	// denied lists revoked token ids; it is consulted on every Verify,
+	// cached or not, so a logout is never hidden by the cache above.
+	denied *DenyList
 }
 
 // TokenOptions configures Tokens.
 type TokenOptions struct {
-	Secret    string
-	Algorithm string // HS256, HS384 or HS512
-	TTL       time.Duration
-	Issuer    string
-	Audience  string
-	Now       func() time.Time // for tests; time.Now when nil
+	Secret string
+	// PreviousSecret, when set, verifies tokens signed before a key
+	// rotation (those whose kid names it); it never signs.
+	PreviousSecret string
+	Algorithm      string // HS256, HS384 or HS512
+	TTL            time.Duration
+	Issuer         string
+	Audience       string
+	Now            func() time.Time // for tests; time.Now when nil
+	// DenyList, when set, refuses the token ids it holds (logged-out tokens).
+	DenyList *DenyList
+}
+
+// KeyID names a signing key in the kid header: the start of a SHA-256 of
+// the key, so replicas configured alike agree on it without configuration,
+// and the key itself cannot be recovered from it.
+func KeyID(secret string) string {
+	sum := sha256.Sum256([]byte("agentapi/jwt-kid/" + secret))
+	return hex.EncodeToString(sum[:6])
 }
 
 // NewTokens builds a Tokens from its options.
@@ -83,8 +110,12 @@ func NewTokens(o TokenOptions) (*Tokens, error) {
 	if now == nil {
 		now = time.Now
 	}
-	t := &Tokens{key: []byte(o.Secret), method: m, ttl: o.TTL, issuer: o.Issuer, audience: o.Audience, now: now,
-		verified: otter.Must(&otter.Options[string, Claims]{MaximumSize: verifiedCacheSize})}
+	t := &Tokens{key: []byte(o.Secret), keyID: KeyID(o.Secret), method: m, ttl: o.TTL, issuer: o.Issuer, audience: o.Audience, now: now,
+		verified: otter.Must(&otter.Options[string, Claims]{MaximumSize: verifiedCacheSize}), denied: o.DenyList}
+	t.keys = map[string][]byte{t.keyID: t.key}
+	if o.PreviousSecret != "" && o.PreviousSecret != o.Secret {
+		t.keys[KeyID(o.PreviousSecret)] = []byte(o.PreviousSecret)
+	}
 	// The parser pins the one configured algorithm: a token claiming "none",
 	// RS256 or any other alg is refused before its signature is looked at.
 	t.parser = jwt.NewParser(
@@ -123,7 +154,9 @@ func (t *Tokens) Issue(userID, tier string) (string, Claims, error) {
 			ID:        hex.EncodeToString(jti),
 		},
 	}
-	s, err := jwt.NewWithClaims(t.method, c).SignedString(t.key)
+	tok := jwt.NewWithClaims(t.method, c)
+	tok.Header["kid"] = t.keyID
+	s, err := tok.SignedString(t.key)
 	if err != nil {
 		return "", Claims{}, fmt.Errorf("auth: sign token: %w", err)
 	}
@@ -143,19 +176,48 @@ func (t *Tokens) Verify(token string) (Claims, error) {
 	// runs and reports the expiry exactly as it always did.
 	if c, ok := t.verified.GetIfPresent(token); ok {
 		if t.now().Before(c.ExpiresAt.Add(leeway)) {
+			if t.denied.Has(c.ID) {
+				return Claims{}, errRevoked
+			}
 			return c, nil
 		}
 		t.verified.Invalidate(token)
 	}
 	var c accessClaims
-	_, err := t.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return t.key, nil })
+	_, err := t.parser.ParseWithClaims(token, &c, t.keyFor)
 	if err != nil {
 		return Claims{}, fmt.Errorf("%w: %v", ErrInvalidToken, err)
 	}
 	if c.Typ != tokenTypeAccess || c.Subject == "" || c.Tier == "" || c.ID == "" {
 		return Claims{}, fmt.Errorf("%w: missing claims", ErrInvalidToken)
 	}
+	if t.denied.Has(c.ID) {
+		return Claims{}, errRevoked
+	}
 	out := Claims{UserID: c.Subject, Tier: c.Tier, ID: c.ID, ExpiresAt: c.ExpiresAt.Time}
 	t.verified.Set(token, out)
 	return out, nil
+}
+
+var errRevoked = fmt.Errorf("%w: revoked", ErrInvalidToken)
+
+var errUnknownKey = errors.New("unknown key id")
+
+// keyFor picks the verification key by the token's kid header. A token
+// without one was issued before key ids existed and can only be signed with
+// the current key; anything else must name a key in the map exactly.
+func (t *Tokens) keyFor(tok *jwt.Token) (any, error) {
+	raw, present := tok.Header["kid"]
+	if !present {
+		return t.key, nil
+	}
+	kid, ok := raw.(string)
+	if !ok || len(kid) > maxKeyIDBytes {
+		return nil, errUnknownKey
+	}
+	key, ok := t.keys[kid]
+	if !ok {
+		return nil, errUnknownKey
+	}
+	return key, nil
 }
