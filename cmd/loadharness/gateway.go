@@ -25,9 +25,11 @@ type gateway struct {
 	name  string
 	url   string // http://127.0.0.1:port
 	token string // access token of a pro-tier user
-	env   map[string]string
-	stop  context.CancelFunc
-	done  chan error
+	// apiKey is an API key of the same user, when this build has POST /keys.
+	apiKey string
+	env    map[string]string
+	stop   context.CancelFunc
+	done   chan error
 }
 
 // gatewayOptions choose the backends of one gateway.
@@ -145,7 +147,42 @@ func startGateway(ctx context.Context, o gatewayOptions) (*gateway, error) {
 		return nil, fmt.Errorf("%s: login: %d %s", o.name, resp.StatusCode, raw)
 	}
 	g.token = login.AccessToken
+	if g.apiKey, err = g.createAPIKey(); err != nil {
+		g.close()
+		return nil, fmt.Errorf("%s: %w", o.name, err)
+	}
 	return g, nil
+}
+
+// createAPIKey asks for an API key through POST /keys; a build without the
+// route gives "" and no error.
+func (g *gateway) createAPIKey() (string, error) {
+	req, err := http.NewRequest(http.MethodPost, g.url+"/keys", strings.NewReader(`{"name":"loadharness"}`))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+g.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("create API key: %w", err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	switch resp.StatusCode {
+	case http.StatusNotFound, http.StatusMethodNotAllowed:
+		return "", nil
+	case http.StatusCreated, http.StatusOK:
+	default:
+		return "", fmt.Errorf("create API key: %d %s", resp.StatusCode, raw)
+	}
+	var k struct {
+		Key string `json:"key"`
+	}
+	if err := json.Unmarshal(raw, &k); err != nil || k.Key == "" {
+		return "", fmt.Errorf("create API key: unexpected answer %s", raw)
+	}
+	return k.Key, nil
 }
 
 // close stops the server and waits for it to drain and flush usage.

@@ -318,6 +318,9 @@ func buildTargets(o options, up *upstream, proxyURL string, gw, gwRedis *gateway
 	bearer := func(g *gateway) http.Header {
 		return http.Header{"Content-Type": {"application/json"}, "Authorization": {"Bearer " + g.token}}
 	}
+	keyed := func(g *gateway) http.Header {
+		return http.Header{"Content-Type": {"application/json"}, "Authorization": {"Bearer " + g.apiKey}}
+	}
 	pool := uint64(o.cachePool)
 	ts := []*target{
 		{id: "direct", about: "the fake upstream itself, no hop (the reference)", url: up.url + "/chat/completions",
@@ -345,6 +348,12 @@ func buildTargets(o options, up *upstream, proxyURL string, gw, gwRedis *gateway
 				header: bearer(gw), body: openAIBody(false), check: checkChatCompletion},
 			&target{id: "v1-hit", about: "gateway POST /v1/chat/completions, in-process backends, cache hits", url: gw.url + "/v1/chat/completions",
 				header: bearer(gw), body: pooled(openAIBody(false), pool), check: checkChatCompletion})
+		if gw.apiKey != "" {
+			ts = append(ts, &target{id: "v1-key", about: "gateway POST /v1/chat/completions authenticated by API key, in-process backends, every body unique",
+				url: gw.url + "/v1/chat/completions", header: keyed(gw), body: openAIBody(false), check: checkChatCompletion})
+		} else {
+			notes = append(notes, "this build has no POST /keys: the API-key target was skipped")
+		}
 		if gwRedis != nil {
 			ts = append(ts, &target{id: "v1-redis", about: "gateway POST /v1/chat/completions, Redis limiter and cache", url: gwRedis.url + "/v1/chat/completions",
 				header: bearer(gwRedis), body: openAIBody(false), check: checkChatCompletion})
