@@ -453,8 +453,10 @@ func TestReplicasRedisOutageLocal(t *testing.T) {
 		}
 		r := o.check(t, "GET /ready", do(t, "GET", s.url+"/ready", "", nil))
 		checks, _ := r.body["checks"].(map[string]any)
-		if r.status != http.StatusServiceUnavailable || checks["redis"] != "unavailable" || checks["database"] != "ok" {
-			t.Errorf("ready on replica %d during the outage: %d %v, want 503 naming redis", i, r.status, r.body)
+		// In local mode the replica serves on, so it stays in rotation,
+		// saying it is degraded.
+		if r.status != http.StatusOK || r.body["status"] != "degraded" || checks["redis"] != "unavailable" || checks["database"] != "ok" {
+			t.Errorf("ready on replica %d during the outage: %d %v, want 200 degraded naming redis", i, r.status, r.body)
 		}
 	}
 
@@ -516,7 +518,8 @@ func TestReplicasRedisOutageLocal(t *testing.T) {
 			return logHas(s, "rate limiter: shared store available again")
 		})
 		waitFor(t, fmt.Sprintf("replica %d to be ready", i), func() bool {
-			return do(t, "GET", s.url+"/ready", "", nil).status == http.StatusOK
+			r := do(t, "GET", s.url+"/ready", "", nil)
+			return r.status == http.StatusOK && r.body["status"] == "ready"
 		})
 	}
 	after := signUp(t, rs[0], rs[2], "after@example.com")
@@ -574,15 +577,16 @@ func TestReplicasRedisHang(t *testing.T) {
 		if r := o.check(t, "GET /health", do(t, "GET", s.url+"/health", "", nil)); r.status != http.StatusOK {
 			t.Errorf("health on replica %d during the hang: %d", i, r.status)
 		}
-		if r := o.check(t, "GET /ready", do(t, "GET", s.url+"/ready", "", nil)); r.status != http.StatusServiceUnavailable {
-			t.Errorf("ready on replica %d during the hang: %d %v, want 503", i, r.status, r.body)
+		if r := o.check(t, "GET /ready", do(t, "GET", s.url+"/ready", "", nil)); r.status != http.StatusOK || r.body["status"] != "degraded" {
+			t.Errorf("ready on replica %d during the hang: %d %v, want 200 degraded", i, r.status, r.body)
 		}
 	}
 	t.Logf("Redis frozen: %d answers, slowest %v (%s); passed per replica %v", o.answers, o.slowest, o.slowestWhat, passed)
 
 	rds.Thaw()
 	waitFor(t, "replica 0 to be ready after the thaw", func() bool {
-		return do(t, "GET", rs[0].url+"/ready", "", nil).status == http.StatusOK
+		r := do(t, "GET", rs[0].url+"/ready", "", nil)
+		return r.status == http.StatusOK && r.body["status"] == "ready"
 	})
 }
 
@@ -615,6 +619,10 @@ func TestRedisOutageDeny(t *testing.T) {
 	}
 	if r := o.check(t, "GET /health", do(t, "GET", s.url+"/health", "", nil)); r.status != http.StatusOK {
 		t.Errorf("health during the outage: %d", r.status)
+	}
+	// A replica that can only refuse leaves the load balancer.
+	if r := o.check(t, "GET /ready", do(t, "GET", s.url+"/ready", "", nil)); r.status != http.StatusServiceUnavailable {
+		t.Errorf("ready in deny mode during the outage: %d %v, want 503", r.status, r.body)
 	}
 	t.Logf("deny mode, Redis down: %d answers, slowest %v", o.answers, o.slowest)
 

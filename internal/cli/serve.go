@@ -14,7 +14,7 @@ import (
 	"github.com/agentapi/agentapi/internal/cache"
 	"github.com/agentapi/agentapi/internal/config"
 	"github.com/agentapi/agentapi/internal/httpapi"
-	"github.com/agentapi/agentapi/internal/llm"
+	"github.com/agentapi/agentapi/internal/metrics"
 	"github.com/agentapi/agentapi/internal/ratelimit"
 	"github.com/agentapi/agentapi/internal/redisconn"
 	"github.com/agentapi/agentapi/internal/store"
@@ -50,6 +50,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	logger := newLogger(stdout, cfg.LogLevel)
+	m := metrics.New()
 	logger.Info("starting", "version", Version, "config", cfg)
 	switch {
 	case cfg.SecretKeyGenerated:
@@ -60,7 +61,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 
 	st, err := store.Open(ctx, cfg.DatabaseURL)
 	if err != nil {
-		return err
+		return fmt.Errorf("DATABASE_URL: %w", err)
 	}
 	defer st.Close()
 	logger.Info("database ready", "dialect", st.Dialect())
@@ -96,36 +97,35 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		// process is once; the last serve to start wins if tests run
 		// several in one process.
 		redis.SetLogger(redisconn.NewLogger(logger))
-		ready = append(ready, httpapi.ReadyCheck{Name: "redis", Check: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }})
+		rdb.AddHook(metrics.RedisHook{Metrics: m})
+		// With RATE_LIMIT_ON_REDIS_ERROR=deny a replica without Redis only
+		// answers 503, so it should leave the load balancer; otherwise it
+		// serves on (local limits, no cache) and stays in.
+		ready = append(ready, httpapi.ReadyCheck{Name: "redis", Optional: cfg.RateLimitOnRedisError != "deny",
+			Check: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }})
 	}
 
-	lim, err := newLimiter(cfg, rdb, logger)
+	lim, err := newLimiter(cfg, rdb, logger, m)
 	if err != nil {
 		return err
 	}
 	respCache := newCache(cfg, rdb)
 
-	var provider interface {
-		Complete(ctx context.Context, body []byte) (*llm.Response, error)
-	}
-	if cfg.MockLLM() {
-		provider = llm.NewMock()
-		logger.Warn("OPENAI_API_KEY is not set: answering with the built-in offline mock model (development only)")
-	} else {
-		client, err := llm.NewClient(llm.Options{BaseURL: cfg.OpenAIBaseURL, APIKey: cfg.OpenAIAPIKey, Timeout: cfg.UpstreamTimeout, Name: "openai"})
-		if err != nil {
-			return fmt.Errorf("OPENAI_BASE_URL: %w", err)
-		}
-		provider = client
-		logger.Info("model provider", "base_url", cfg.OpenAIBaseURL, "default_model", cfg.LLMModel)
+	provider, err := newProvider(cfg, m, logger)
+	if err != nil {
+		return err
 	}
 
 	rec := usage.NewRecorder(st, logger, usage.Options{})
 
-	handler := httpapi.NewHandler(httpapi.Deps{
+	handler, err := httpapi.NewHandler(httpapi.Deps{
 		Logger:       logger,
 		AppName:      cfg.AppName,
+		Version:      Version,
+		Metrics:      m,
+		MetricsOnAPI: cfg.MetricsAddr == "",
 		Users:        st,
+		Admin:        st,
 		Hasher:       hasher,
 		Tokens:       tokens,
 		Limiter:      lim,
@@ -138,8 +138,23 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Ready:        ready,
 		CORSOrigins:  cfg.CORSOrigins,
 		MaxBodyBytes: cfg.MaxBodyBytes,
+
+		// The gateway's parts: API keys, usage reports, token budgets
+		// (a cost control: while their store is down calls go on, unless
+		// the operator chose deny for Redis trouble), the model allowlist.
+		APIKeys:            st,
+		UsageReports:       st,
+		Budget:             newBudget(cfg, rdb),
+		TokenBudgets:       tokenBudgets(cfg),
+		BudgetFailOpen:     cfg.RateLimitOnRedisError != "deny",
+		Models:             cfg.LLMModels,
+		StreamWriteTimeout: cfg.StreamWriteTimeout,
 	})
-	srv := httpapi.NewServer(cfg.Addr(), handler, logger)
+	if err != nil {
+		return err
+	}
+	tracked := &inflight{}
+	srv := httpapi.NewServer(cfg.Addr(), tracked.wrap(handler), logger)
 	ln, err := net.Listen("tcp", cfg.Addr())
 	if err != nil {
 		return fmt.Errorf("listen on %s (HOST/PORT): %w", cfg.Addr(), err)
@@ -148,6 +163,21 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
+
+	if cfg.MetricsAddr != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			srv.Close()
+			rec.Close(context.Background())
+			return fmt.Errorf("listen on %s (METRICS_ADDR): %w", cfg.MetricsAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", m.Handler())
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
+		go msrv.Serve(mln)
+		defer msrv.Close()
+		logger.Info("metrics listening", "addr", mln.Addr().String())
+	}
 
 	select {
 	case err := <-serveErr:
@@ -162,6 +192,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if shutdownErr != nil {
 		logger.Warn("requests still running at the shutdown deadline were cut", "error", shutdownErr.Error())
 		srv.Close()
+		// The cut requests' handlers still record what they used.
+		drainCtx, cancelDrain := context.WithTimeout(context.Background(), 5*time.Second)
+		tracked.wait(drainCtx)
+		cancelDrain()
 	}
 	// Usage written after the last request finished, so nothing is lost.
 	flushCtx, cancelFlush := context.WithTimeout(context.Background(), 10*time.Second)
@@ -185,7 +219,7 @@ func policies(cfg config.Config) httpapi.Policies {
 
 // newLimiter picks the in-process limiter, or the Redis one (shared by all
 // replicas) wrapped in the configured behaviour for when Redis fails.
-func newLimiter(cfg config.Config, rdb *redis.Client, logger *slog.Logger) (ratelimit.Limiter, error) {
+func newLimiter(cfg config.Config, rdb *redis.Client, logger *slog.Logger, m *metrics.Metrics) (ratelimit.Limiter, error) {
 	mem := ratelimit.NewMemory(maxLimiterKeys)
 	if rdb == nil {
 		return mem, nil
@@ -194,7 +228,7 @@ func newLimiter(cfg config.Config, rdb *redis.Client, logger *slog.Logger) (rate
 	if err != nil {
 		return nil, fmt.Errorf("RATE_LIMIT_ON_REDIS_ERROR: %w", err)
 	}
-	return ratelimit.NewFallback(ratelimit.NewRedis(rdb, cfg.RedisKeyPrefix+redisLimitPrefix), mem, ratelimit.FallbackOptions{Mode: mode, Logger: logger})
+	return ratelimit.NewFallback(ratelimit.NewRedis(rdb, cfg.RedisKeyPrefix+redisLimitPrefix), mem, ratelimit.FallbackOptions{Mode: mode, Logger: logger, OnFallback: m.LimiterFallback})
 }
 
 // newCache returns nil (caching off) when CACHE_TTL is 0.

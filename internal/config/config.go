@@ -103,6 +103,9 @@ type Config struct {
 
 	LogLevel        slog.Level
 	ShutdownTimeout time.Duration
+	// MetricsAddr, when set, serves /metrics on its own listener (and not on
+	// the API port), so scrapes can stay on a private network.
+	MetricsAddr string
 	// DemoUser creates user@example.com / password at start (development only).
 	DemoUser bool
 }
@@ -154,6 +157,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("cache_scope", c.CacheScope),
 		slog.Int64("cache_max_bytes", c.CacheMaxBytes),
 		slog.String("log_level", c.LogLevel.String()),
+		slog.String("metrics_addr", c.MetricsAddr),
 		slog.Bool("demo_user", c.DemoUser),
 	)
 }
@@ -228,6 +232,7 @@ func Load(getenv func(string) string, envFile string) (Config, error) {
 		CacheMaxBytes:         l.integer("CACHE_MAX_BYTES", 64<<20, 1<<10, 1<<40),
 		LogLevel:              l.level("LOG_LEVEL", slog.LevelInfo),
 		ShutdownTimeout:       l.duration("SHUTDOWN_TIMEOUT", 30*time.Second, time.Millisecond),
+		MetricsAddr:           l.hostPort("METRICS_ADDR"),
 	}
 	c.DemoUser = l.boolean("DEMO_USER", c.Env == EnvDevelopment)
 	c.LLMModels = l.models("LLM_MODELS")
@@ -386,6 +391,20 @@ func (l *loader) level(name string, def slog.Level) slog.Level {
 		return def
 	}
 	return lv
+}
+
+func (l *loader) hostPort(name string) string {
+	v, ok := l.lookup(name)
+	if !ok {
+		return ""
+	}
+	v = strings.TrimSpace(v)
+	_, port, err := net.SplitHostPort(v)
+	if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
+		l.fail(name, fmt.Sprintf("%q is not a host:port address such as 127.0.0.1:9090", v))
+		return ""
+	}
+	return v
 }
 
 func (l *loader) httpURL(name, def string) string {

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/mail"
@@ -15,9 +16,10 @@ import (
 // maxEmailBytes is RFC 5321's limit on a forward path.
 const maxEmailBytes = 254
 
+// credentials is the body of register and login.
 type credentials struct {
-	Email    *string `json:"email"`
-	Password *string `json:"password"`
+	Email    *string `json:"email" jsonschema:"required,format=email,maxLength=254"`
+	Password *string `json:"password" jsonschema:"required,minLength=8"`
 }
 
 // validEmail accepts a plain addr-spec with a dotted domain, nothing more
@@ -34,12 +36,21 @@ func validEmail(s string) bool {
 	return at > 0 && strings.Contains(s[at+1:], ".")
 }
 
+// registerResponse is the new account, as POST /auth/register answers.
+type registerResponse struct {
+	ID    string `json:"id"`
+	Email string `json:"email"`
+	Tier  string `json:"tier"`
+}
+
+// loginResponse is POST /auth/login's answer, in the prototype's shape.
+type loginResponse struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int64  `json:"expires_in"`
+}
+
 func handleRegister(logger *slog.Logger, users userStore, hasher *auth.Hasher) http.Handler {
-	type response struct {
-		ID    string `json:"id"`
-		Email string `json:"email"`
-		Tier  string `json:"tier"`
-	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var in credentials
 		if err := decodeJSON(r, &in); err != nil {
@@ -77,16 +88,11 @@ func handleRegister(logger *slog.Logger, users userStore, hasher *auth.Hasher) h
 			return
 		}
 		requestInfoFrom(r.Context()).userID = u.ID
-		writeJSON(w, http.StatusCreated, response{ID: u.ID, Email: u.Email, Tier: u.Tier})
+		writeJSON(w, http.StatusCreated, registerResponse{ID: u.ID, Email: u.Email, Tier: u.Tier})
 	})
 }
 
 func handleLogin(logger *slog.Logger, users userStore, hasher *auth.Hasher, tokens *auth.Tokens) http.Handler {
-	type response struct {
-		AccessToken string `json:"access_token"`
-		TokenType   string `json:"token_type"`
-		ExpiresIn   int64  `json:"expires_in"`
-	}
 	// One answer for an unknown email, a wrong password and a disabled account,
 	// so the endpoint does not reveal which accounts exist.
 	invalid := &apiError{status: http.StatusUnauthorized, message: "Invalid credentials"}
@@ -136,7 +142,7 @@ func handleLogin(logger *slog.Logger, users userStore, hasher *auth.Hasher, toke
 			return
 		}
 		requestInfoFrom(r.Context()).userID = u.ID
-		writeJSON(w, http.StatusOK, response{AccessToken: tok, TokenType: "bearer", ExpiresIn: int64(tokens.TTL().Seconds())})
+		writeJSON(w, http.StatusOK, loginResponse{AccessToken: tok, TokenType: "bearer", ExpiresIn: int64(tokens.TTL().Seconds())})
 	})
 }
 
@@ -144,6 +150,7 @@ func handleLogin(logger *slog.Logger, users userStore, hasher *auth.Hasher, toke
 type principal struct {
 	UserID string
 	Tier   string
+	Role   string
 	KeyID  string // set when an API key, not a JWT, authenticated the request
 }
 
@@ -152,11 +159,16 @@ func principalFrom(ctx context.Context) principal {
 	return p
 }
 
-// requireAuth admits requests with a valid bearer access token. Failures never
-// reach the rate limiter, so they cannot spend anyone's quota.
-func requireAuth(logger *slog.Logger, tokens *auth.Tokens) func(http.Handler) http.Handler {
+// requireAuth admits requests with a valid bearer access token whose account
+// still exists and is not disabled; the account's current tier and role come
+// from the database (cached for a few seconds), so a change made by an admin
+// applies to tokens already issued. Failures never reach the rate limiter, so
+// they cannot spend anyone's quota.
+func requireAuth(logger *slog.Logger, tokens *auth.Tokens, states *accountStates) func(http.Handler) http.Handler {
 	missing := &apiError{status: http.StatusUnauthorized, message: "Not authenticated",
 		header: http.Header{"Www-Authenticate": {`Bearer`}}}
+	disabled := &apiError{status: http.StatusUnauthorized, message: "Account disabled",
+		header: http.Header{"Www-Authenticate": {`Bearer error="invalid_token"`}}}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			cred, ok := bearer(r)
@@ -169,9 +181,37 @@ func requireAuth(logger *slog.Logger, tokens *auth.Tokens) func(http.Handler) ht
 				writeError(w, r, logger, err)
 				return
 			}
-			p := principal{UserID: c.UserID, Tier: c.Tier}
+			p := principal{UserID: c.UserID, Tier: c.Tier, Role: store.DefaultRole}
+			st, known, err := states.get(r.Context(), c.UserID)
+			switch {
+			case errors.Is(err, errAccountGone):
+				writeError(w, r, logger, fmt.Errorf("%w: %w", auth.ErrInvalidToken, err))
+				return
+			case err != nil:
+				writeError(w, r, logger, err)
+				return
+			case known && st.Disabled:
+				writeError(w, r, logger, disabled)
+				return
+			case known:
+				p.Tier, p.Role = st.Tier, st.Role
+			}
 			requestInfoFrom(r.Context()).userID = p.UserID
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxPrincipal, p)))
+		})
+	}
+}
+
+// requireAdmin lets only administrators through; it runs after requireAuth.
+func requireAdmin(logger *slog.Logger) func(http.Handler) http.Handler {
+	forbidden := errStatus(http.StatusForbidden, "Administrator role required")
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if principalFrom(r.Context()).Role != roleAdmin {
+				writeError(w, r, logger, forbidden)
+				return
+			}
+			next.ServeHTTP(w, r)
 		})
 	}
 }

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/agentapi/agentapi/internal/llm"
-	"github.com/google/go-cmp/cmp"
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/go-cmp/cmp"
 )
 
 func TestRootHealthReady(t *testing.T) {
@@ -23,7 +23,7 @@ func TestRootHealthReady(t *testing.T) {
 	for path, want := range map[string]string{
 		"/":       `{"message":"AI Agent API"}`,
 		"/health": `{"status":"healthy"}`,
-		"/ready":  `{"checks":{"database":"ok"},"status":"ready"}`,
+		"/ready":  `{"status":"ready","checks":{"database":"ok"}}`,
 	} {
 		r := a.do("GET", path, "", nil)
 		if r.status != 200 || strings.TrimSpace(string(r.body)) != want {
@@ -386,7 +386,9 @@ func TestUpstreamFailures(t *testing.T) {
 		handler http.HandlerFunc
 		status  int
 	}{
-		{"500", func(w http.ResponseWriter, r *http.Request) { http.Error(w, `{"error":{"message":"boom at /internal/x.go"}}`, 500) }, 502},
+		{"500", func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, `{"error":{"message":"boom at /internal/x.go"}}`, 500)
+		}, 502},
 		{"429", func(w http.ResponseWriter, r *http.Request) { w.Header().Set("Retry-After", "7"); w.WriteHeader(429) }, 503},
 		{"hang", func(w http.ResponseWriter, r *http.Request) {
 			select {

@@ -13,7 +13,6 @@ import (
 	"github.com/agentapi/agentapi/internal/cache"
 	"github.com/agentapi/agentapi/internal/llm"
 	"github.com/agentapi/agentapi/internal/ratelimit"
-	"github.com/agentapi/agentapi/internal/store"
 )
 
 // Bounds on /chat input.
@@ -33,13 +32,18 @@ func rateLimit(logger *slog.Logger, lim limiter, policies Policies) func(http.Ha
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			p := principalFrom(r.Context())
 			pol := policies.For(p.Tier)
+			info := requestInfoFrom(r.Context())
+			info.tier = pol.Name
 			d, err := lim.Allow(r.Context(), rateLimitKey(p.UserID), pol)
 			if err != nil {
+				info.limit = "error"
 				writeError(w, r, logger, err)
 				return
 			}
 			setRateLimitHeaders(w.Header(), pol, d)
+			info.limit = "allowed"
 			if !d.Allowed {
+				info.limit = "limited"
 				w.Header().Set("Retry-After", strconv.FormatInt(ceilSeconds(d.RetryAfter, 1), 10))
 				writeError(w, r, logger, &apiError{status: http.StatusTooManyRequests, message: rateLimitBody{
 					Error: "Rate limit exceeded", Tier: pol.Name, Limit: pol.Capacity,
@@ -74,11 +78,15 @@ func ceilSeconds(d time.Duration, min int64) int64 {
 	return s
 }
 
+// chatRequest is the body of POST /chat.
 type chatRequest struct {
-	Message *string `json:"message"`
-	Model   *string `json:"model"`
+	Message *string `json:"message" jsonschema:"required,minLength=1,maxLength=32000"`
+	Model   *string `json:"model,omitempty" jsonschema:"maxLength=200"`
+	// Stream asks for the answer as server-sent events (see the README).
+	Stream *bool `json:"stream,omitempty"`
 }
 
+// chatResponse is POST /chat's answer, in the prototype's shape.
 type chatResponse struct {
 	Response   string `json:"response"`
 	TokensUsed int64  `json:"tokens_used"`
@@ -99,7 +107,8 @@ func validModel(m string) bool {
 	return true
 }
 
-func handleChat(logger *slog.Logger, c responseCache, cacheScope string, provider chatProvider, defaultModel string, usage usageRecorder) http.Handler {
+func handleChat(g *gateway) http.Handler {
+	logger, c, cacheScope, provider, defaultModel := g.logger, g.cache, g.cacheScope, g.llm, g.defaultModel
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var in chatRequest
 		if err := decodeJSON(r, &in); err != nil {
@@ -117,6 +126,8 @@ func handleChat(logger *slog.Logger, c responseCache, cacheScope string, provide
 			model = *in.Model
 			if !validModel(model) {
 				problems = append(problems, fieldProblem{"model", fmt.Sprintf("must be a model name of at most %d bytes without spaces", maxModelBytes)})
+			} else if !g.allowed(model) {
+				problems = append(problems, fieldProblem{"model", "is not one of the models this service allows (see GET /v1/models)"})
 			}
 		}
 		if len(problems) > 0 {
@@ -130,6 +141,11 @@ func handleChat(logger *slog.Logger, c responseCache, cacheScope string, provide
 		body, err := json.Marshal(upstreamChat{Model: model, Messages: []upstreamMessage{{Role: "user", Content: *in.Message}}})
 		if err != nil {
 			writeError(w, r, logger, err)
+			return
+		}
+		if in.Stream != nil && *in.Stream {
+			// Streams are not cached: the cache keeps whole answers.
+			g.streamChatAnswer(w, r, body, model, *in.Message)
 			return
 		}
 		var key cache.Key
@@ -154,27 +170,27 @@ func handleChat(logger *slog.Logger, c responseCache, cacheScope string, provide
 			info.cache = "miss"
 		}
 
+		res, err := g.reserve(ctx, p, llm.EstimateTokens(*in.Message))
+		if err != nil {
+			writeError(w, r, logger, err)
+			return
+		}
 		resp, err := provider.Complete(ctx, body)
 		if err != nil {
+			g.finish(ctx, p, res, model, llm.Usage{})
 			writeError(w, r, logger, err)
 			return
 		}
 		content, err := llm.FirstMessageContent(resp.Body)
 		if err != nil {
+			// The tokens were generated (and billed upstream) all the same.
+			g.finish(ctx, p, res, usedModel(resp, model), resp.Usage)
 			writeError(w, r, logger, fmt.Errorf("chat: upstream answer: %w", err))
 			return
 		}
-		out := chatResponse{Response: content, TokensUsed: resp.Usage.TotalTokens}
-		info.tokens = out.TokensUsed
-		if usage != nil {
-			if err := usage.Record(ctx, store.UsageRecord{
-				UserID: p.UserID, KeyID: p.KeyID, Model: usedModel(resp, model),
-				PromptTokens: resp.Usage.PromptTokens, CompletionTokens: resp.Usage.CompletionTokens,
-				At: time.Now().UTC(), RequestID: info.id,
-			}); err != nil {
-				logger.LogAttrs(ctx, slog.LevelError, "usage record failed", slog.String("request_id", info.id), slog.String("error", err.Error()))
-			}
-		}
+		u := usageOrEstimate(resp.Usage, body, content)
+		g.finish(ctx, p, res, usedModel(resp, model), u)
+		out := chatResponse{Response: content, TokensUsed: u.TotalTokens}
 		if c != nil {
 			if b, err := json.Marshal(out); err == nil {
 				if err := c.Set(ctx, key, b); err != nil {
@@ -204,14 +220,18 @@ type upstreamMessage struct {
 	Content string `json:"content"`
 }
 
-func handleQuota(logger *slog.Logger, lim limiter, policies Policies) http.Handler {
-	type response struct {
-		UserID       string `json:"user_id"`
-		Tier         string `json:"tier"`
-		Limit        int64  `json:"limit"`
-		Remaining    int64  `json:"remaining"`
-		ResetSeconds int64  `json:"reset_seconds"`
-	}
+// quotaResponse is the caller's rate-limit state, and the tokens used in the
+// current budget period.
+type quotaResponse struct {
+	UserID       string          `json:"user_id"`
+	Tier         string          `json:"tier"`
+	Limit        int64           `json:"limit"`
+	Remaining    int64           `json:"remaining"`
+	ResetSeconds int64           `json:"reset_seconds"`
+	TokenBudget  tokenBudgetInfo `json:"token_budget"`
+}
+
+func handleQuota(logger *slog.Logger, lim limiter, policies Policies, g *gateway, reports usageStore) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := principalFrom(r.Context())
 		pol := policies.For(p.Tier)
@@ -220,8 +240,13 @@ func handleQuota(logger *slog.Logger, lim limiter, policies Policies) http.Handl
 			writeError(w, r, logger, err)
 			return
 		}
+		tb, err := g.tokenBudget(r.Context(), p, reports)
+		if err != nil {
+			writeError(w, r, logger, err)
+			return
+		}
 		setRateLimitHeaders(w.Header(), pol, d)
-		writeJSON(w, http.StatusOK, response{UserID: p.UserID, Tier: pol.Name, Limit: pol.Capacity,
-			Remaining: d.Remaining, ResetSeconds: ceilSeconds(d.Reset, 0)})
+		writeJSON(w, http.StatusOK, quotaResponse{UserID: p.UserID, Tier: pol.Name, Limit: pol.Capacity,
+			Remaining: d.Remaining, ResetSeconds: ceilSeconds(d.Reset, 0), TokenBudget: tb})
 	})
 }

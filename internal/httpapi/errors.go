@@ -2,10 +2,13 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/agentapi/agentapi/internal/auth"
@@ -22,6 +25,19 @@ type apiError struct {
 	details []fieldProblem
 	header  http.Header
 	cause   error // for the log only
+
+	// openAI refines the OpenAI-shaped body that /v1 paths get instead of
+	// the prototype's; its zero value is derived from the status.
+	openAI openAIErrorFields
+}
+
+// openAIErrorFields are the parts of an OpenAI error object that the status
+// alone does not decide. Empty fields take their defaults.
+type openAIErrorFields struct {
+	message string // when message above is not a string, or should read differently
+	typ     string
+	code    string
+	param   string
 }
 
 func (e *apiError) Error() string {
@@ -68,6 +84,9 @@ func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 		ae = upstreamError(ue)
 	case errors.Is(err, llm.ErrUpstreamTimeout), errors.Is(err, context.DeadlineExceeded):
 		ae = errStatus(http.StatusGatewayTimeout, "Upstream model timed out")
+	case errors.Is(err, store.ErrUnavailable):
+		ae = &apiError{status: http.StatusServiceUnavailable, message: "Database unavailable; retry later",
+			header: http.Header{"Retry-After": {"1"}}}
 	case errors.Is(err, ratelimit.ErrUnavailable):
 		ae = errStatus(http.StatusServiceUnavailable, "Rate limiter unavailable")
 	case errors.Is(err, store.ErrNotFound):
@@ -90,6 +109,13 @@ func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 	}
 	for k, v := range ae.header {
 		w.Header()[k] = v
+	}
+	if isOpenAIPath(r.URL.Path) {
+		// SDKs pointed at /v1 parse OpenAI's shape; the same mapping above
+		// decided the status, only the body differs.
+		status, body := openAIError(ae, ue, requestID(r.Context()))
+		writeJSON(w, status, body)
+		return
 	}
 	body := errorBody{Error: ae.message, Path: r.URL.Path, Details: ae.details}
 	if ae.status >= 500 {
@@ -119,4 +145,93 @@ func upstreamError(ue *llm.UpstreamError) *apiError {
 		// Anything else, including the upstream refusing our own key, is ours.
 		return errStatus(http.StatusBadGateway, "Upstream model failed")
 	}
+}
+
+// isOpenAIPath reports whether a path belongs to the OpenAI-compatible
+// surface, whose errors take OpenAI's shape.
+func isOpenAIPath(path string) bool {
+	return path == "/v1" || strings.HasPrefix(path, "/v1/")
+}
+
+// openAIErrorBody is OpenAI's error envelope. Param and code are null when
+// they do not apply, as OpenAI sends them.
+type openAIErrorBody struct {
+	Error openAIErrorObject `json:"error"`
+}
+
+type openAIErrorObject struct {
+	Message string  `json:"message"`
+	Type    string  `json:"type"`
+	Param   *string `json:"param"`
+	Code    *string `json:"code"`
+}
+
+// openAIError renders an already mapped error in OpenAI's shape, so the
+// official SDKs raise their usual exception for the status. A request the
+// upstream itself refused (400, 404, 422) passes on the upstream's own
+// status and error object: it describes the caller's request (an unknown
+// model, a bad parameter) better than we could, and our upstream key is
+// already redacted from it.
+func openAIError(ae *apiError, ue *llm.UpstreamError, reqID string) (int, openAIErrorBody) {
+	if ue != nil && errors.Is(ue, llm.ErrUpstreamRejected) && ae.status == http.StatusBadRequest {
+		var up openAIErrorBody
+		if json.Unmarshal(ue.Body, &up) == nil && up.Error.Message != "" {
+			if up.Error.Type == "" {
+				up.Error.Type = "invalid_request_error"
+			}
+			return ue.Status, up
+		}
+	}
+	f := ae.openAI
+	if f.message == "" {
+		switch m := ae.message.(type) {
+		case string:
+			f.message = m
+		case rateLimitBody:
+			f.message = fmt.Sprintf("Rate limit exceeded for the %s tier (bursts of %d requests); retry after the Retry-After header's seconds.", m.Tier, m.Limit)
+		default:
+			f.message = http.StatusText(ae.status)
+		}
+		if len(ae.details) > 0 {
+			parts := make([]string, len(ae.details))
+			for i, d := range ae.details {
+				parts[i] = d.Field + " " + d.Problem
+			}
+			f.message += ": " + strings.Join(parts, "; ")
+		}
+	}
+	if f.param == "" && len(ae.details) > 0 {
+		f.param = ae.details[0].Field
+	}
+	if f.typ == "" {
+		switch {
+		case ae.status == http.StatusUnauthorized:
+			f.typ = "authentication_error"
+			if f.code == "" {
+				f.code = "invalid_api_key"
+			}
+		case ae.status == http.StatusForbidden:
+			f.typ = "permission_error"
+		case ae.status == http.StatusTooManyRequests:
+			f.typ = "requests"
+			if f.code == "" {
+				f.code = "rate_limit_exceeded"
+			}
+		case ae.status >= 500:
+			f.typ = "api_error"
+		default:
+			f.typ = "invalid_request_error"
+		}
+	}
+	if ae.status >= 500 && reqID != "" {
+		f.message += " (request id " + reqID + ")"
+	}
+	out := openAIErrorBody{Error: openAIErrorObject{Message: f.message, Type: f.typ}}
+	if f.param != "" {
+		out.Error.Param = &f.param
+	}
+	if f.code != "" {
+		out.Error.Code = &f.code
+	}
+	return ae.status, out
 }

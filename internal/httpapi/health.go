@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/agentapi/agentapi/internal/metrics"
 )
 
 func handleRoot(appName string) http.Handler {
@@ -21,27 +23,51 @@ func handleHealth() http.Handler {
 	})
 }
 
-// handleReady is readiness: 200 only when every dependency answers in time.
+// handleReady is readiness: 200 when every required dependency answers in
+// time. An optional one (Redis, when the limiter falls back locally) that
+// fails makes the answer "degraded" but keeps the replica in service: taking
+// every replica out of a load balancer because of a Redis outage they can
+// serve through would turn a degradation into a full outage.
 func handleReady(checks []ReadyCheck) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		results := make(map[string]string, len(checks))
-		status := http.StatusOK
+		status, word := http.StatusOK, "ready"
 		for _, c := range checks {
 			if err := c.Check(ctx); err != nil {
 				results[c.Name] = "unavailable"
-				status = http.StatusServiceUnavailable
+				if c.Optional {
+					if status == http.StatusOK {
+						word = "degraded"
+					}
+					continue
+				}
+				status, word = http.StatusServiceUnavailable, "not ready"
 				continue
 			}
 			results[c.Name] = "ok"
 		}
-		word := "ready"
-		if status != http.StatusOK {
-			word = "not ready"
-		}
-		writeJSON(w, status, map[string]any{"status": word, "checks": results})
+		writeJSON(w, status, readyResponse{Status: word, Checks: results})
 	})
+}
+
+// readyResponse is "ready", "degraded" (an optional dependency is down) or
+// "not ready", and names each dependency with "ok" or "unavailable".
+type readyResponse struct {
+	Status string            `json:"status"`
+	Checks map[string]string `json:"checks"`
+}
+
+// handleMetrics serves Prometheus metrics, or a 404 when they are not
+// served on this port.
+func handleMetrics(logger *slog.Logger, m *metrics.Metrics, enabled bool) http.Handler {
+	if m == nil || !enabled {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, r, logger, errStatus(http.StatusNotFound, "Metrics are not served on this port"))
+		})
+	}
+	return m.Handler()
 }
 
 // withJSONFallback gives unknown paths and wrong methods the same JSON error
@@ -49,6 +75,9 @@ func handleReady(checks []ReadyCheck) http.Handler {
 func withJSONFallback(logger *slog.Logger, mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h, pattern := mux.Handler(r)
+		if ri := requestInfoFrom(r.Context()); ri != nil {
+			ri.route = pattern
+		}
 		if pattern != "" {
 			mux.ServeHTTP(w, r)
 			return

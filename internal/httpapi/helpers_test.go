@@ -16,8 +16,10 @@ import (
 	"time"
 
 	"github.com/agentapi/agentapi/internal/auth"
+	"github.com/agentapi/agentapi/internal/budget"
 	"github.com/agentapi/agentapi/internal/cache"
 	"github.com/agentapi/agentapi/internal/llm"
+	"github.com/agentapi/agentapi/internal/metrics"
 	"github.com/agentapi/agentapi/internal/ratelimit"
 	"github.com/agentapi/agentapi/internal/store"
 	"github.com/agentapi/agentapi/internal/usage"
@@ -105,6 +107,7 @@ type testAPI struct {
 	hasher   *auth.Hasher
 	logs     *syncBuffer
 	usage    *usage.Recorder
+	metrics  *metrics.Metrics
 }
 
 type testOptions struct {
@@ -115,7 +118,19 @@ type testOptions struct {
 	timeout    time.Duration
 	cors       []string
 	maxBody    int64
-	provider   chatProvider // overrides the fake upstream client
+	provider   modelProvider // overrides the fake upstream client
+	// budgetFree is the free tier's daily token budget (0: none).
+	budgetFree int64
+	// models is the model allowlist (empty: any).
+	models []string
+	// writeTimeout is the stream write timeout (0: the default).
+	writeTimeout time.Duration
+	// store shares another testAPI's database, as a second replica does.
+	store *store.Store
+	// recorder replaces the usage recorder.
+	recorder usageRecorder
+	// routed puts the fake upstream behind an llm.Router with these options.
+	routed *llm.RouterOptions
 }
 
 func newTestAPI(t *testing.T, o testOptions) *testAPI {
@@ -136,11 +151,14 @@ func newTestAPI(t *testing.T, o testOptions) *testAPI {
 		o.maxBody = 1 << 20
 	}
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "test.db"))
-	if err != nil {
-		t.Fatal(err)
+	st := o.store
+	if st == nil {
+		var err error
+		if st, err = store.Open(ctx, filepath.Join(t.TempDir(), "test.db")); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
 	}
-	t.Cleanup(func() { st.Close() })
 	hasher, err := auth.NewHasher(0)
 	if err != nil {
 		t.Fatal(err)
@@ -158,33 +176,52 @@ func newTestAPI(t *testing.T, o testOptions) *testAPI {
 			t.Fatal(err)
 		}
 		provider = client
+		if o.routed != nil {
+			if provider, err = llm.NewRouter([]*llm.Client{client}, *o.routed); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	rec := usage.NewRecorder(st, logger, usage.Options{FlushInterval: 20 * time.Millisecond})
 	t.Cleanup(func() { rec.Close(context.Background()) })
+	var recorder usageRecorder = rec
+	if o.recorder != nil {
+		recorder = o.recorder
+	}
 	var c responseCache
 	if !o.noCache {
 		c = cache.NewMemory(8<<20, time.Hour)
 	}
-	h := NewHandler(Deps{
-		Logger:   logger,
-		AppName:  "AI Agent API",
+	m := metrics.New()
+	h, err := NewHandler(Deps{
+		Logger:  logger,
+		AppName: "AI Agent API",
+		Version: "test",
+		Metrics: m, MetricsOnAPI: true,
 		Users:    st,
+		Admin:    st,
 		Hasher:   hasher,
 		Tokens:   tokens,
 		Limiter:  ratelimit.NewMemory(1000),
 		Policies: Policies{"free": {Name: "free", Capacity: o.capacity, RefillPerSecond: o.refill}, "pro": {Name: "pro", Capacity: 1000, RefillPerSecond: 10}},
 		Cache:    c, CacheScope: o.cacheScope,
 		LLM: provider, DefaultModel: "test-model",
-		Usage:        rec,
+		APIKeys: st, UsageReports: st,
+		Budget: budget.NewMemory(nil), TokenBudgets: TokenBudgets{"free": o.budgetFree},
+		Models: o.models, StreamWriteTimeout: o.writeTimeout,
+		Usage:        recorder,
 		Ready:        []ReadyCheck{{Name: "database", Check: st.Ping}},
 		CORSOrigins:  o.cors,
 		MaxBodyBytes: o.maxBody,
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &testAPI{t: t, srv: srv, store: st, upstream: up, tokens: tokens, hasher: hasher, logs: logs, usage: rec}
+	return &testAPI{t: t, srv: srv, store: st, upstream: up, tokens: tokens, hasher: hasher, logs: logs, usage: rec, metrics: m}
 }
 
 type result struct {
@@ -249,3 +286,5 @@ func (a *testAPI) user(email string) string {
 	}
 	return r.json(a.t)["access_token"].(string)
 }
+
+func (r result) String() string { return string(r.body) }

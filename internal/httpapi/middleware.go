@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -11,6 +12,9 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/agentapi/agentapi/internal/metrics"
+	"github.com/agentapi/agentapi/internal/store"
 )
 
 type ctxKey int
@@ -24,10 +28,17 @@ const (
 // what the handlers learned (who, cache, tokens) without a second log call.
 type requestInfo struct {
 	id     string
+	route  string // the matched ServeMux pattern, for metrics
 	userID string
+	tier   string
+	limit  string // rate-limit result: "allowed", "limited", "error", or ""
 	cache  string // "hit", "miss", or "" when not applicable
-	tokens int64
-	err    error
+	model  string
+	// tokens is the call's total; prompt and completion split it for metrics.
+	tokens, prompt, completion int64
+	// dbError notes a database failure the request survived (or died of).
+	dbError bool
+	err     error
 }
 
 func requestInfoFrom(ctx context.Context) *requestInfo {
@@ -111,7 +122,10 @@ func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter 
 
 // withAccessLog writes exactly one JSON line per request. It logs the path but
 // never the query string, headers or body: those can hold tokens and prompts.
-func withAccessLog(logger *slog.Logger) func(http.Handler) http.Handler {
+//
+// The same point records the request's metrics, so every request is
+// measured exactly once, from the facts the handlers noted in requestInfo.
+func withAccessLog(logger *slog.Logger, m *metrics.Metrics) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
@@ -139,6 +153,21 @@ func withAccessLog(logger *slog.Logger) func(http.Handler) http.Handler {
 			}
 			if ri.tokens != 0 {
 				attrs = append(attrs, slog.Int64("tokens", ri.tokens))
+			}
+			if m != nil {
+				m.ObserveRequest(ri.route, r.Method, status, time.Since(start))
+				if ri.limit != "" {
+					m.LimiterDecision(ri.tier, ri.limit)
+				}
+				if ri.cache != "" {
+					m.CacheLookup(ri.cache == "hit")
+				}
+				if ri.dbError || errors.Is(ri.err, store.ErrUnavailable) {
+					m.DependencyError("database")
+				}
+				if ri.prompt > 0 || ri.completion > 0 {
+					m.Tokens(ri.model, ri.tier, ri.prompt, ri.completion)
+				}
 			}
 			level := slog.LevelInfo
 			if status >= 500 {

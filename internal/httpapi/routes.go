@@ -2,18 +2,49 @@ package httpapi
 
 import "net/http"
 
+// router is where routes are registered: an *http.ServeMux, or a recorder in
+// the test that checks every route is documented.
+type router interface {
+	Handle(pattern string, h http.Handler)
+}
+
 // addRoutes is the one list of every route and what guards it.
-func addRoutes(mux *http.ServeMux, d Deps) {
-	authn := requireAuth(d.Logger, d.Tokens)
+func addRoutes(mux router, d Deps, states *accountStates, openapi []byte) {
+	authn := requireAuth(d.Logger, d.Tokens, states)
 	limit := rateLimit(d.Logger, d.Limiter, d.Policies)
+	admin := func(h http.Handler) http.Handler { return authn(requireAdmin(d.Logger)(h)) }
+	keys := newAPIKeys(d.APIKeys, d.Logger)
+	// authnKey also takes API keys; key management itself needs a login.
+	authnKey := acceptAPIKeys(d.Logger, keys, states, authn)
+	login := requireLogin(d.Logger)
+	g := newGateway(d)
 
 	mux.Handle("GET /{$}", handleRoot(d.AppName))
 	mux.Handle("GET /health", handleHealth())
 	mux.Handle("GET /ready", handleReady(d.Ready))
+	mux.Handle("GET /metrics", handleMetrics(d.Logger, d.Metrics, d.MetricsOnAPI))
+	mux.Handle("GET /openapi.json", handleOpenAPI(openapi))
+	mux.Handle("GET /docs", handleDocs())
+	mux.Handle("GET /docs/{asset}", handleDocs())
 
 	mux.Handle("POST /auth/register", handleRegister(d.Logger, d.Users, d.Hasher))
 	mux.Handle("POST /auth/login", handleLogin(d.Logger, d.Users, d.Hasher, d.Tokens))
 
-	mux.Handle("POST /chat", authn(limit(handleChat(d.Logger, d.Cache, d.CacheScope, d.LLM, d.DefaultModel, d.Usage))))
-	mux.Handle("GET /chat/quota", authn(handleQuota(d.Logger, d.Limiter, d.Policies)))
+	mux.Handle("POST /chat", authnKey(limit(handleChat(g))))
+	mux.Handle("GET /chat/quota", authnKey(handleQuota(d.Logger, d.Limiter, d.Policies, g, d.UsageReports)))
+	mux.Handle("GET /usage", authnKey(handleUsage(d.Logger, d.UsageReports)))
+
+	mux.Handle("POST /keys", authnKey(login(handleCreateKey(d.Logger, d.APIKeys))))
+	mux.Handle("GET /keys", authnKey(login(handleListKeys(d.Logger, d.APIKeys))))
+	mux.Handle("DELETE /keys/{id}", authnKey(login(handleRevokeKey(d.Logger, d.APIKeys, keys))))
+
+	mux.Handle("POST /v1/chat/completions", authnKey(limit(handleChatCompletions(g))))
+	mux.Handle("POST /v1/embeddings", authnKey(limit(handleEmbeddings(g))))
+	mux.Handle("GET /v1/models", authnKey(handleModels(g)))
+	mux.Handle("GET /v1/models/{model}", authnKey(handleModel(g)))
+
+	mux.Handle("GET /admin/users", admin(handleAdminListUsers(d.Logger, d.Admin)))
+	mux.Handle("GET /admin/users/{id}", admin(handleAdminGetUser(d.Logger, d.Admin)))
+	mux.Handle("PATCH /admin/users/{id}", admin(handleAdminPatchUser(d.Logger, d.Admin, states)))
+	mux.Handle("GET /admin/users/{id}/usage", admin(handleAdminUserUsage(d.Logger, d.Admin)))
 }

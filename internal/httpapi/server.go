@@ -12,6 +12,7 @@ import (
 	"github.com/agentapi/agentapi/internal/auth"
 	"github.com/agentapi/agentapi/internal/cache"
 	"github.com/agentapi/agentapi/internal/llm"
+	"github.com/agentapi/agentapi/internal/metrics"
 	"github.com/agentapi/agentapi/internal/ratelimit"
 	"github.com/agentapi/agentapi/internal/store"
 )
@@ -20,6 +21,7 @@ import (
 type userStore interface {
 	CreateUser(ctx context.Context, u store.User) (store.User, error)
 	UserByEmail(ctx context.Context, email string) (store.User, error)
+	UserByID(ctx context.Context, id string) (store.User, error)
 }
 
 // limiter decides and reports per-key token buckets.
@@ -48,28 +50,53 @@ type usageRecorder interface {
 type ReadyCheck struct {
 	Name  string
 	Check func(ctx context.Context) error
+	// Optional dependencies degrade the service when down but do not take
+	// the replica out of rotation.
+	Optional bool
 }
 
 // Deps is everything the HTTP layer is built from. run builds each one
 // explicitly; nothing here reaches for a global.
 type Deps struct {
-	Logger   *slog.Logger
-	AppName  string
-	Users    userStore
-	Hasher   *auth.Hasher
-	Tokens   *auth.Tokens
-	Limiter  limiter
-	Policies Policies
-	Cache    responseCache // nil disables caching
+	Logger  *slog.Logger
+	AppName string
+	Version string
+	Metrics *metrics.Metrics // nil records nothing
+	// MetricsOnAPI serves /metrics on the API's own port; off when
+	// METRICS_ADDR gives metrics a listener of their own.
+	MetricsOnAPI bool
+	Users        userStore
+	Admin        adminStore
+	Hasher       *auth.Hasher
+	Tokens       *auth.Tokens
+	Limiter      limiter
+	Policies     Policies
+	Cache        responseCache // nil disables caching
 	// CacheScope is "user" (each user sees only their own cached answers) or
 	// "global" (identical requests share answers across users).
 	CacheScope   string
-	LLM          chatProvider
+	LLM          modelProvider
 	DefaultModel string
 	Usage        usageRecorder
-	Ready        []ReadyCheck
-	CORSOrigins  []string
-	MaxBodyBytes int64
+	// APIKeys lets API keys (sk-...) authenticate on /chat, /v1 and /usage,
+	// and keeps the keys managed through /keys.
+	APIKeys keyStore
+	// UsageReports answers GET /usage and the day's tokens in the quota.
+	UsageReports usageStore
+	// Budget holds daily token budgets and TokenBudgets gives each tier's
+	// size; with no tier budgeted nothing is counted or checked. While the
+	// budget store fails, BudgetFailOpen lets calls through (else 503).
+	Budget         budgeter
+	TokenBudgets   TokenBudgets
+	BudgetFailOpen bool
+	// Models, when not empty, is the allowlist of model names: requests
+	// naming another get 404 (422 on /chat), and GET /v1/models lists it.
+	Models []string
+	// StreamWriteTimeout bounds each write of a streamed answer; 0 means 30s.
+	StreamWriteTimeout time.Duration
+	Ready              []ReadyCheck
+	CORSOrigins        []string
+	MaxBodyBytes       int64
 }
 
 // Policies maps a tier name to its rate-limit policy.
@@ -85,17 +112,23 @@ func (p Policies) For(tier string) ratelimit.Policy {
 }
 
 // NewHandler builds the whole HTTP handler: middleware around every route.
-func NewHandler(d Deps) http.Handler {
+// It fails only if the OpenAPI document cannot be generated (a programming
+// error caught by the tests).
+func NewHandler(d Deps) (http.Handler, error) {
+	doc, err := buildOpenAPI(d.AppName, d.Version, operations())
+	if err != nil {
+		return nil, err
+	}
 	mux := http.NewServeMux()
-	addRoutes(mux, d)
+	addRoutes(mux, d, newAccountStates(d.Users, d.Logger), doc)
 	var h http.Handler = withJSONFallback(d.Logger, mux)
 	h = withBodyLimit(d.Logger, d.MaxBodyBytes)(h)
 	h = withCORS(d.CORSOrigins)(h)
 	h = withSecurityHeaders(h)
 	h = withRecover(d.Logger)(h)
-	h = withAccessLog(d.Logger)(h)
+	h = withAccessLog(d.Logger, d.Metrics)(h)
 	h = withRequestID(h)
-	return h
+	return h, nil
 }
 
 // NewServer wraps the handler in an http.Server with timeouts that stop slow

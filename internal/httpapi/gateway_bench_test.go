@@ -1,0 +1,111 @@
+package httpapi
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentapi/agentapi/internal/auth"
+	"github.com/agentapi/agentapi/internal/budget"
+	"github.com/agentapi/agentapi/internal/llm"
+	"github.com/agentapi/agentapi/internal/ratelimit"
+	"github.com/agentapi/agentapi/internal/store"
+	"github.com/agentapi/agentapi/internal/usage"
+)
+
+// BenchmarkStreamFirstByte measures the time from sending a streamed chat
+// request to reading its first event, straight from a local upstream
+// ("direct") and through the gateway ("gateway": authentication, rate
+// limit, token budget, body checks, the upstream call and the relay). The
+// difference is the first-byte latency the gateway adds.
+//
+//	go test -run '^$' -bench StreamFirstByte -benchtime 2000x ./internal/httpapi
+func BenchmarkStreamFirstByte(b *testing.B) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n")
+		http.NewResponseController(w).Flush()
+		io.WriteString(w, "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,\"total_tokens\":2}}\n\ndata: [DONE]\n\n")
+	}))
+	defer up.Close()
+
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(b.TempDir(), "bench.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	u, err := st.CreateUser(ctx, store.User{Email: "bench@example.com", PasswordHash: "x"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tokens, err := auth.NewTokens(auth.TokenOptions{Secret: strings.Repeat("s", 32), Algorithm: "HS256", TTL: time.Hour, Issuer: "a", Audience: "a"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tok, _, err := tokens.Issue(u.ID, "free")
+	if err != nil {
+		b.Fatal(err)
+	}
+	client, err := llm.NewClient(llm.Options{BaseURL: up.URL + "/v1", APIKey: "k", Timeout: 5 * time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	router, err := llm.NewRouter([]*llm.Client{client}, llm.RouterOptions{Timeout: 5 * time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	logger := slog.New(slog.DiscardHandler)
+	rec := usage.NewRecorder(st, logger, usage.Options{})
+	defer rec.Close(ctx)
+	h, err := NewHandler(Deps{
+		Logger: logger, AppName: "bench", Users: st, Admin: st, Tokens: tokens,
+		Limiter:  ratelimit.NewMemory(1000),
+		Policies: Policies{"free": {Name: "free", Capacity: 1 << 40, RefillPerSecond: 1 << 30}},
+		LLM:      router, DefaultModel: "m", Usage: rec,
+		APIKeys: st, UsageReports: st, Budget: budget.NewMemory(nil), TokenBudgets: TokenBudgets{"free": 1 << 50},
+		MaxBodyBytes: 1 << 20,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	gw := httptest.NewServer(h)
+	defer gw.Close()
+
+	const body = `{"model":"m","stream":true,"messages":[{"role":"user","content":"hello"}]}`
+	firstEvent := func(b *testing.B, url, token string) {
+		req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		line, err := bufio.NewReader(resp.Body).ReadString('\n')
+		if err != nil || !strings.HasPrefix(line, "data: {") {
+			b.Fatalf("first line %q, %v (status %d)", line, err, resp.StatusCode)
+		}
+		b.StopTimer()
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		b.StartTimer()
+	}
+	b.Run("direct", func(b *testing.B) {
+		for b.Loop() {
+			firstEvent(b, up.URL+"/v1/chat/completions", "k")
+		}
+	})
+	b.Run("gateway", func(b *testing.B) {
+		for b.Loop() {
+			firstEvent(b, gw.URL+"/v1/chat/completions", tok)
+		}
+	})
+}
