@@ -57,6 +57,11 @@ type RouterOptions struct {
 	// Logger receives one line per failed attempt and per circuit change;
 	// nil discards them.
 	Logger *slog.Logger
+	// OnRetry, when set, is called before every attempt of a call but its
+	// first (a retry, or a move to a fallback) with the name of the
+	// upstream about to be tried, for example to count it in a metric. It
+	// runs on the request path and must be quick.
+	OnRetry func(upstream string)
 }
 
 // Router is a provider over one or more upstream [Client]s: the primary
@@ -86,6 +91,7 @@ type Router struct {
 	retries   int
 	base, max time.Duration
 	logger    *slog.Logger
+	onRetry   func(upstream string)
 }
 
 // routedUpstream is one upstream with its circuit breaker.
@@ -113,6 +119,7 @@ func NewRouter(clients []*Client, opts RouterOptions) (*Router, error) {
 		base:    opts.BackoffBase,
 		max:     opts.BackoffMax,
 		logger:  opts.Logger,
+		onRetry: opts.OnRetry,
 	}
 	if r.timeout <= 0 {
 		r.timeout = DefaultTimeout
@@ -263,6 +270,7 @@ func (r *Router) do(ctx context.Context, call func(c *Client, budget time.Durati
 	// wait until.
 	notBefore := make([]time.Time, len(r.upstreams))
 	var lastErr error
+	attempts := 0
 	for round := 0; ; round++ {
 		tried := false
 		for i, u := range r.upstreams {
@@ -283,6 +291,10 @@ func (r *Router) do(ctx context.Context, call func(c *Client, budget time.Durati
 				continue
 			}
 			tried = true
+			if attempts > 0 && r.onRetry != nil {
+				r.onRetry(u.client.name)
+			}
+			attempts++
 			err = call(u.client, remaining)
 			done(breakerOutcome(ctx, err))
 			if err == nil {

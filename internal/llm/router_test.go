@@ -151,9 +151,13 @@ func TestRouterFallsBackInOrder(t *testing.T) {
 	primary := newScripted(t, fail(503))
 	second := newScripted(t, func(_ int64, w http.ResponseWriter, r *http.Request) { dropConnection(w, r) })
 	third := newScripted(t, func(_ int64, w http.ResponseWriter, r *http.Request) { okCompletion(w, r) })
-	r := newTestRouter(t, RouterOptions{Retries: -1}, primary, second, third)
+	var retried []string
+	r := newTestRouter(t, RouterOptions{Retries: -1, OnRetry: func(name string) { retried = append(retried, name) }}, primary, second, third)
 	if _, err := r.Complete(context.Background(), []byte(`{}`)); err != nil {
 		t.Fatalf("Complete: %v", err)
+	}
+	if fmt.Sprint(retried) != "[upstream-1 upstream-2]" {
+		t.Errorf("OnRetry saw %v, want the two fallbacks", retried)
 	}
 	p, s, th := primary.callTimes(), second.callTimes(), third.callTimes()
 	if len(p) != 1 || len(s) != 1 || len(th) != 1 || !p[0].Before(s[0]) || !s[0].Before(th[0]) {

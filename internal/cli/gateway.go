@@ -1,0 +1,116 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/agentapi/agentapi/internal/budget"
+	"github.com/agentapi/agentapi/internal/config"
+	"github.com/agentapi/agentapi/internal/httpapi"
+	"github.com/agentapi/agentapi/internal/llm"
+	"github.com/agentapi/agentapi/internal/metrics"
+	"github.com/redis/go-redis/v9"
+)
+
+// redisBudgetPrefix is the budgets' sub-prefix under REDIS_KEY_PREFIX.
+const redisBudgetPrefix = "budget:"
+
+// provider is what serve hands the HTTP layer as its model.
+type provider interface {
+	Complete(ctx context.Context, body []byte) (*llm.Response, error)
+	Stream(ctx context.Context, body []byte) (*llm.Stream, error)
+	Embeddings(ctx context.Context, body []byte) (*llm.Response, error)
+	Models(ctx context.Context) ([]byte, error)
+}
+
+// newProvider is the offline mock without OPENAI_API_KEY, else a router over
+// OPENAI_BASE_URL and each of UPSTREAM_FALLBACKS in order. Upstreams are
+// named "openai", "fallback-1", ... in logs and metrics: never by URL, which
+// may carry credentials, and never by key.
+func newProvider(cfg config.Config, m *metrics.Metrics, logger *slog.Logger) (provider, error) {
+	if cfg.MockLLM() {
+		logger.Warn("OPENAI_API_KEY is not set: answering with the built-in offline mock model (development only)")
+		return llm.NewMock(), nil
+	}
+	type upstream struct {
+		name, baseURL, key, variable string
+	}
+	ups := []upstream{{"openai", cfg.OpenAIBaseURL, cfg.OpenAIAPIKey, "OPENAI_BASE_URL"}}
+	for i, f := range cfg.UpstreamFallbacks {
+		ups = append(ups, upstream{fmt.Sprintf("fallback-%d", i+1), f.BaseURL, f.APIKey, "UPSTREAM_FALLBACKS"})
+	}
+	clients := make([]*llm.Client, 0, len(ups))
+	for _, u := range ups {
+		c, err := llm.NewClient(llm.Options{BaseURL: u.baseURL, APIKey: u.key, Timeout: cfg.UpstreamTimeout, Name: u.name,
+			Transport: &metrics.Transport{Base: llm.NewTransport(), Upstream: u.name, Metrics: m}})
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", u.variable, err)
+		}
+		clients = append(clients, c)
+	}
+	retries := cfg.UpstreamRetries
+	if retries == 0 {
+		retries = -1 // RouterOptions reads 0 as "the default"
+	}
+	r, err := llm.NewRouter(clients, llm.RouterOptions{
+		Timeout:         cfg.UpstreamTimeout,
+		Retries:         retries,
+		BreakerFailures: uint32(cfg.UpstreamBreakerFailures),
+		BreakerCooldown: cfg.UpstreamBreakerCooldown,
+		Logger:          logger,
+		OnRetry:         m.UpstreamRetry,
+	})
+	if err != nil {
+		return nil, err
+	}
+	logger.Info("model provider", "base_url", cfg.OpenAIBaseURL, "fallbacks", len(cfg.UpstreamFallbacks),
+		"retries", cfg.UpstreamRetries, "default_model", cfg.LLMModel)
+	return r, nil
+}
+
+// newBudget keeps token budgets in Redis when there is one (every replica
+// enforces one budget), else in this process.
+func newBudget(cfg config.Config, rdb *redis.Client) interface {
+	Reserve(ctx context.Context, userID string, limit, amount int64) (budget.Reservation, budget.Status, error)
+	Settle(ctx context.Context, r budget.Reservation, actual int64) error
+	Status(ctx context.Context, userID string, limit int64) (budget.Status, error)
+} {
+	if rdb != nil {
+		return budget.NewRedis(rdb, cfg.RedisKeyPrefix+redisBudgetPrefix, nil)
+	}
+	return budget.NewMemory(nil)
+}
+
+// tokenBudgets is TOKEN_BUDGET_FREE and TOKEN_BUDGET_PRO by tier.
+func tokenBudgets(cfg config.Config) httpapi.TokenBudgets {
+	return httpapi.TokenBudgets{"free": cfg.TokenBudgetFree, "pro": cfg.TokenBudgetPro}
+}
+
+// inflight counts requests inside the handler, so that shutdown can wait
+// for those that srv.Close cut off to finish their bookkeeping (a cut stream
+// still records its usage) before the usage recorder closes.
+type inflight struct{ n atomic.Int64 }
+
+func (f *inflight) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.n.Add(1)
+		defer f.n.Add(-1)
+		h.ServeHTTP(w, r)
+	})
+}
+
+// wait returns once no request is inside the handler, or ctx ends.
+func (f *inflight) wait(ctx context.Context) bool {
+	for f.n.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return true
+}

@@ -1,0 +1,205 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentapi/agentapi/internal/store"
+)
+
+// openAIFake is an OpenAI-compatible upstream that accepts one key. Chat
+// completions answer plainly or, with "stream": true, stream word by word;
+// streamGate, when set, is called before each word and may hold it.
+func openAIFake(t *testing.T, key string, streamGate func(r *http.Request, i int)) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+key {
+			w.WriteHeader(401)
+			io.WriteString(w, `{"error":{"message":"bad key","type":"invalid_request_error"}}`)
+			return
+		}
+		var req struct {
+			Model         string `json:"model"`
+			Stream        bool   `json:"stream"`
+			StreamOptions struct {
+				IncludeUsage bool `json:"include_usage"`
+			} `json:"stream_options"`
+		}
+		json.NewDecoder(r.Body).Decode(&req)
+		switch {
+		case r.URL.Path == "/v1/models":
+			io.WriteString(w, `{"object":"list","data":[{"id":"fallback-model","object":"model","created":1,"owned_by":"f"}]}`)
+		case r.URL.Path == "/v1/chat/completions" && req.Stream:
+			w.Header().Set("Content-Type", "text/event-stream")
+			for i, word := range []string{"one ", "two ", "three"} {
+				if streamGate != nil {
+					streamGate(r, i)
+				}
+				fmt.Fprintf(w, "data: {\"model\":%q,\"choices\":[{\"index\":0,\"delta\":{\"content\":%q}}]}\n\n", req.Model, word)
+				http.NewResponseController(w).Flush()
+			}
+			if req.StreamOptions.IncludeUsage {
+				io.WriteString(w, "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":3,\"total_tokens\":7}}\n\n")
+			}
+			io.WriteString(w, "data: [DONE]\n\n")
+		case r.URL.Path == "/v1/chat/completions":
+			fmt.Fprintf(w, `{"id":"x","object":"chat.completion","model":%q,"choices":[{"index":0,"message":{"role":"assistant","content":"from the fallback"},"finish_reason":"stop"}],"usage":{"prompt_tokens":4,"completion_tokens":3,"total_tokens":7}}`, req.Model)
+		default:
+			w.WriteHeader(404)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// raw sends a request with a string body and returns status and body.
+func raw(t *testing.T, method, url, token, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestGatewayThroughTheProgram runs the OpenAI-compatible surface through
+// Run: the primary upstream is down, so the fallback answers; a key is
+// created, used, and revoked; usage and the token budget add up.
+func TestGatewayThroughTheProgram(t *testing.T) {
+	t.Parallel()
+	up := openAIFake(t, "sk-fallback-secret", nil)
+	s := startServer(t, map[string]string{
+		"DATABASE_URL":       filepath.Join(t.TempDir(), "agentapi.db"),
+		"OPENAI_API_KEY":     "sk-primary-secret",
+		"OPENAI_BASE_URL":    "http://127.0.0.1:1/v1", // nothing listens there
+		"UPSTREAM_FALLBACKS": up.URL + "/v1|sk-fallback-secret",
+		"UPSTREAM_RETRIES":   "0",
+		"TOKEN_BUDGET_FREE":  "15",
+		"RATE_LIMIT_FREE":    "100",
+		"LLM_MODEL":          "gpt-test",
+	})
+	_, m, _ := call(t, "POST", s.url+"/auth/login", "", map[string]string{"email": "user@example.com", "password": "password"})
+	token := m["access_token"].(string)
+	status, m, _ := call(t, "POST", s.url+"/keys", token, map[string]string{"name": "e2e"})
+	if status != 201 {
+		t.Fatalf("create key: %d %v", status, m)
+	}
+	key, keyID := m["key"].(string), m["id"].(string)
+
+	if status, body := raw(t, "GET", s.url+"/v1/models", key, ""); status != 200 || !strings.Contains(body, "fallback-model") {
+		t.Fatalf("models: %d %s", status, body)
+	}
+	status, body := raw(t, "POST", s.url+"/v1/chat/completions", key, `{"messages":[{"role":"user","content":"hi"}]}`)
+	if status != 200 || !strings.Contains(body, "from the fallback") || !strings.Contains(body, `"model":"gpt-test"`) {
+		t.Fatalf("completion: %d %s", status, body)
+	}
+	status, body = raw(t, "POST", s.url+"/v1/chat/completions", key, `{"stream":true,"messages":[{"role":"user","content":"stream"}]}`)
+	if status != 200 || !strings.HasSuffix(body, "data: [DONE]\n\n") || strings.Contains(body, `"usage"`) {
+		t.Fatalf("stream: %d %s", status, body)
+	}
+	// 7 + 7 tokens are below 15; the next call may start, the one after not.
+	if status, body = raw(t, "POST", s.url+"/v1/chat/completions", key, `{"messages":[{"role":"user","content":"third"}]}`); status != 200 {
+		t.Fatalf("third call: %d %s", status, body)
+	}
+	status, body = raw(t, "POST", s.url+"/v1/chat/completions", key, `{"messages":[{"role":"user","content":"fourth"}]}`)
+	if status != 429 || !strings.Contains(body, "insufficient_quota") {
+		t.Fatalf("past the budget: %d %s", status, body)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, m, _ = call(t, "GET", s.url+"/usage", key, nil)
+		if totals, _ := m["totals"].(map[string]any); totals != nil && totals["total_tokens"] == 21.0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("usage %v, want 21 tokens", m)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	if status, _, _ := call(t, "DELETE", s.url+"/keys/"+keyID, token, nil); status != 204 {
+		t.Fatalf("revoke: %d", status)
+	}
+	if status, body := raw(t, "GET", s.url+"/v1/models", key, ""); status != 401 || !strings.Contains(body, "invalid_api_key") {
+		t.Fatalf("revoked key: %d %s", status, body)
+	}
+	if err := s.shutdown(t); err != nil {
+		t.Fatal(err)
+	}
+	out := s.out.String()
+	for _, secret := range []string{"sk-primary-secret", "sk-fallback-secret", key, token} {
+		if strings.Contains(out, secret) {
+			t.Errorf("the log shows a secret (%.12s...)", secret)
+		}
+	}
+	if !strings.Contains(out, `"upstream":"openai"`) {
+		t.Error("the failed primary attempts are not logged by upstream name")
+	}
+}
+
+// TestShutdownCutsStreamButKeepsItsUsage stops the server while a stream
+// is held open by the upstream: the stream is cut at the shutdown deadline
+// and the tokens it had streamed are still written before Run returns.
+func TestShutdownCutsStreamButKeepsItsUsage(t *testing.T) {
+	t.Parallel()
+	up := openAIFake(t, "sk-up", func(r *http.Request, i int) {
+		if i == 2 {
+			<-r.Context().Done() // never finishes on its own
+		}
+	})
+	db := filepath.Join(t.TempDir(), "agentapi.db")
+	s := startServer(t, map[string]string{
+		"DATABASE_URL": db, "OPENAI_API_KEY": "sk-up", "OPENAI_BASE_URL": up.URL + "/v1",
+		"SHUTDOWN_TIMEOUT": "300ms",
+	})
+	_, m, _ := call(t, "POST", s.url+"/auth/login", "", map[string]string{"email": "user@example.com", "password": "password"})
+	token := m["access_token"].(string)
+	req, _ := http.NewRequest("POST", s.url+"/chat", strings.NewReader(`{"message":"long story","stream":true}`))
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	deltas := 0
+	for deltas < 2 && sc.Scan() {
+		if sc.Text() == "event: delta" {
+			deltas++
+		}
+	}
+	if deltas != 2 {
+		t.Fatalf("got %d deltas before the stall", deltas)
+	}
+	if err := s.shutdown(t); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	st, err := store.Open(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	u, err := st.UserByEmail(context.Background(), "user@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := st.TokensUsed(context.Background(), u.ID, time.Now().Add(-time.Hour))
+	if err != nil || n == 0 {
+		t.Fatalf("tokens recorded for the cut stream: %d, %v", n, err)
+	}
+}
