@@ -256,7 +256,13 @@ func (g *gateway) plainCall(w http.ResponseWriter, r *http.Request, endpoint str
 		writeError(w, r, g.logger, err)
 		return
 	}
-	g.finish(ctx, p, res, usedModel(resp, model), usageOrEstimate(resp.Usage, body, answerText(resp)))
+	u := resp.Usage
+	if u.TotalTokens == 0 {
+		// Reading the answer's text means parsing the whole body again;
+		// only an upstream that reported no usage needs it.
+		u = usageOrEstimate(u, body, answerText(resp))
+	}
+	g.finish(ctx, p, res, usedModel(resp, model), u)
 	if useCache {
 		if err := g.cache.Set(ctx, key, resp.Body); err != nil {
 			g.logger.LogAttrs(ctx, slog.LevelWarn, "cache set failed", slog.String("request_id", info.id), slog.String("error", err.Error()))
