@@ -411,13 +411,17 @@ func TestV1RateLimitShared(t *testing.T) {
 
 func TestModelsAllowlist(t *testing.T) {
 	t.Parallel()
-	a := newTestAPI(t, testOptions{capacity: 100, models: []string{"test-model", "gpt-small"}})
+	a := newTestAPI(t, testOptions{capacity: 100, models: []string{"test-model", "gpt-small", "org/model-x"}})
 	a.upstream.set(openAIUpstream)
 	tok := a.user("models@example.com")
 	r := a.do("GET", "/v1/models", tok, nil)
 	ids := gjson.GetBytes(r.body, "data.#.id").String()
-	if r.status != 200 || ids != `["test-model","gpt-small"]` || gjson.GetBytes(r.body, "object").Str != "list" {
+	if r.status != 200 || ids != `["test-model","gpt-small","org/model-x"]` || gjson.GetBytes(r.body, "object").Str != "list" {
 		t.Fatalf("models: %d %s", r.status, r.body)
+	}
+	// Model names with a slash (as many providers spell them) are one id.
+	if r := a.do("GET", "/v1/models/org/model-x", tok, nil); r.status != 200 || gjson.GetBytes(r.body, "id").Str != "org/model-x" {
+		t.Fatalf("model with a slash: %d %s", r.status, r.body)
 	}
 	if r := a.do("GET", "/v1/models/gpt-small", tok, nil); r.status != 200 || gjson.GetBytes(r.body, "id").Str != "gpt-small" {
 		t.Fatalf("one model: %d %s", r.status, r.body)

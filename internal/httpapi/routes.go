@@ -41,7 +41,7 @@ func addRoutes(mux router, d Deps, states *accountStates, openapi []byte) {
 	mux.Handle("POST /v1/chat/completions", authnKey(limit(handleChatCompletions(g))))
 	mux.Handle("POST /v1/embeddings", authnKey(limit(handleEmbeddings(g))))
 	mux.Handle("GET /v1/models", authnKey(handleModels(g)))
-	mux.Handle("GET /v1/models/{model}", authnKey(handleModel(g)))
+	mux.Handle("GET /v1/models/{model...}", authnKey(handleModel(g)))
 
 	mux.Handle("GET /admin/users", admin(handleAdminListUsers(d.Logger, d.Admin)))
 	mux.Handle("GET /admin/users/{id}", admin(handleAdminGetUser(d.Logger, d.Admin)))
