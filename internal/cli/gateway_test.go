@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentapi/agentapi/internal/redistest"
 	"github.com/agentapi/agentapi/internal/store"
 )
 
@@ -201,5 +202,54 @@ func TestShutdownCutsStreamButKeepsItsUsage(t *testing.T) {
 	n, err := st.TokensUsed(context.Background(), u.ID, time.Now().Add(-time.Hour))
 	if err != nil || n == 0 {
 		t.Fatalf("tokens recorded for the cut stream: %d, %v", n, err)
+	}
+}
+
+// TestBudgetAndKeysAcrossReplicas runs two replicas on one Redis and one
+// database: the token budget is one budget whichever replica a call lands
+// on, and a key revoked on one replica stops working on the other.
+func TestBudgetAndKeysAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	up := openAIFake(t, "sk-upstream-test", nil)
+	env := replicaEnv(t, redistest.URL(t), sharedDatabase(t), up.URL)
+	env["RATE_LIMIT_FREE"] = "100"
+	env["TOKEN_BUDGET_FREE"] = "15" // each call costs 7 tokens
+	rs := startReplicas(t, 2, env)
+	token := signUp(t, rs[0], rs[1], "budget-replicas@example.com")
+	r := do(t, "POST", rs[0].url+"/keys", token, map[string]string{"name": "shared"})
+	key, _ := r.body["key"].(string)
+	keyID, _ := r.body["id"].(string)
+	if r.status != http.StatusCreated || key == "" {
+		t.Fatalf("create key: %d %v", r.status, r.body)
+	}
+	// Different messages, so the shared cache answers none of them.
+	body := func(i int) string { return fmt.Sprintf(`{"model":"m","messages":[{"role":"user","content":"q%d"}]}`, i) }
+	// 0, 7 and 14 tokens are below 15, alternating replicas; then 21 is not.
+	for i, s := range []*server{rs[0], rs[1], rs[0]} {
+		if status, b := raw(t, "POST", s.url+"/v1/chat/completions", key, body(i)); status != 200 {
+			t.Fatalf("call %d: %d %s", i, status, b)
+		}
+	}
+	if status, b := raw(t, "POST", rs[1].url+"/v1/chat/completions", key, body(3)); status != 429 || !strings.Contains(b, "insufficient_quota") {
+		t.Fatalf("fourth call on the other replica: %d %s", status, b)
+	}
+	q := do(t, "GET", rs[0].url+"/chat/quota", key, nil)
+	if tb, _ := q.body["token_budget"].(map[string]any); tb == nil || tb["used"] != 21.0 || tb["limit"] != 15.0 {
+		t.Fatalf("quota: %v", q.body)
+	}
+
+	if r := do(t, "DELETE", rs[0].url+"/keys/"+keyID, token, nil); r.status != http.StatusNoContent {
+		t.Fatalf("revoke: %d", r.status)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		status, _ := raw(t, "GET", rs[1].url+"/v1/models", key, "")
+		if status == 401 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the other replica still accepts the revoked key: %d", status)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
