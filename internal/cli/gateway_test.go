@@ -223,7 +223,9 @@ func TestBudgetAndKeysAcrossReplicas(t *testing.T) {
 		t.Fatalf("create key: %d %v", r.status, r.body)
 	}
 	// Different messages, so the shared cache answers none of them.
-	body := func(i int) string { return fmt.Sprintf(`{"model":"m","messages":[{"role":"user","content":"q%d"}]}`, i) }
+	body := func(i int) string {
+		return fmt.Sprintf(`{"model":"m","messages":[{"role":"user","content":"q%d"}]}`, i)
+	}
 	// 0, 7 and 14 tokens are below 15, alternating replicas; then 21 is not.
 	for i, s := range []*server{rs[0], rs[1], rs[0]} {
 		if status, b := raw(t, "POST", s.url+"/v1/chat/completions", key, body(i)); status != 200 {
