@@ -47,10 +47,13 @@ const (
 )
 
 // errInvalidAPIKey covers an unknown and a revoked key alike, so a caller
-// cannot tell which keys ever existed.
-var errInvalidAPIKey = &apiError{status: http.StatusUnauthorized, message: "Invalid API key",
-	header: http.Header{"Www-Authenticate": {`Bearer error="invalid_token"`}},
-	openAI: openAIErrorFields{message: "Incorrect API key provided.", code: "invalid_api_key"}}
+// cannot tell which keys ever existed. It is built per use: an error value
+// carries a header map, which no two responses should share.
+func errInvalidAPIKey() *apiError {
+	return &apiError{status: http.StatusUnauthorized, message: "Invalid API key",
+		header: http.Header{"Www-Authenticate": {`Bearer error="invalid_token"`}},
+		openAI: openAIErrorFields{message: "Incorrect API key provided.", code: "invalid_api_key"}}
+}
 
 // apiKeys resolves API keys to their owners, with a short-lived cache so
 // that a busy key costs one database read per replica every few seconds.
@@ -102,7 +105,7 @@ func (a *apiKeys) resolve(ctx context.Context, secret string) (store.APIKey, err
 		}
 	}
 	if !e.found || e.key.RevokedAt != nil {
-		return store.APIKey{}, errInvalidAPIKey
+		return store.APIKey{}, errInvalidAPIKey()
 	}
 	return e.key, nil
 }
@@ -155,7 +158,7 @@ func acceptAPIKeys(logger *slog.Logger, keys *apiKeys, states *accountStates, to
 			st, known, err := states.get(ctx, k.UserID)
 			switch {
 			case errors.Is(err, errAccountGone):
-				writeError(w, r, logger, errInvalidAPIKey)
+				writeError(w, r, logger, errInvalidAPIKey())
 				return
 			case err != nil:
 				writeError(w, r, logger, err)
