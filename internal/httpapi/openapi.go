@@ -87,12 +87,13 @@ func operations() []operation {
 				docMalformed, {Status: 401, Description: "Invalid credentials.", Body: errorBody{}}, docValidation}},
 
 		{Method: "POST", Path: "/chat", Tag: "chat", Auth: true, Summary: "Ask the model",
-			Description: "Rate limited per user by tier. Identical requests within CACHE_TTL are answered from the cache (from_cache: true, tokens_used: 0).",
-			Request:     chatRequest{},
-			Responses: []docResponse{{Status: 200, Description: "The model's answer.", Body: chatResponse{}},
-				docMalformed, docUnauthorized, docValidation, docRateLimited, docUpstream, docUpstreamBusy, docTimeout}},
+			Description: "Rate limited per user by tier, and counted against the tier's daily token budget. Identical requests within CACHE_TTL are answered from the cache (from_cache: true, tokens_used: 0). " +
+				"With stream: true the answer is text/event-stream: delta events ({content}), then one done ({tokens_used, from_cache, model}) or error ({error, request_id}) event. Accepts a JWT or an API key.",
+			Request: chatRequest{},
+			Responses: []docResponse{{Status: 200, Description: "The model's answer (JSON, or an event stream with stream: true).", Body: chatResponse{}},
+				docMalformed, docUnauthorized, docValidation, docBudgetExceeded, docUpstream, docUpstreamBusy, docTimeout}},
 		{Method: "GET", Path: "/chat/quota", Tag: "chat", Auth: true, Summary: "Rate-limit state",
-			Description: "Reads the caller's bucket without spending from it.",
+			Description: "Reads the caller's bucket without spending from it, and the tokens used today against the tier's daily budget (token_budget).",
 			Responses:   []docResponse{{Status: 200, Description: "The caller's bucket.", Body: quotaResponse{}}, docUnauthorized}},
 
 		{Method: "GET", Path: "/admin/users", Tag: "admin", Auth: true, Summary: "List or find users (admins only)",
