@@ -38,11 +38,16 @@ type Claims struct {
 	Tier      string
 	ID        string // jti
 	ExpiresAt time.Time
+	// SessionID names the refresh-token family the token was issued in
+	// (login or refresh), so a logout can end the session; empty for
+	// tokens issued outside one.
+	SessionID string
 }
 
 type accessClaims struct {
 	Tier string `json:"tier"`
 	Typ  string `json:"typ"`
+	SID  string `json:"sid,omitempty"`
 	jwt.RegisteredClaims
 }
 
@@ -85,7 +90,8 @@ type TokenOptions struct {
 	Issuer         string
 	Audience       string
 	Now            func() time.Time // for tests; time.Now when nil
-	// DenyList, when set, refuses the token ids it holds (logged-out tokens).
+	// DenyList holds the refused token ids (logged-out tokens); it may be
+	// shared with a revocation.List. Nil gives the Tokens a list of its own.
 	DenyList *DenyList
 }
 
@@ -112,6 +118,9 @@ func NewTokens(o TokenOptions) (*Tokens, error) {
 	}
 	t := &Tokens{key: []byte(o.Secret), keyID: KeyID(o.Secret), method: m, ttl: o.TTL, issuer: o.Issuer, audience: o.Audience, now: now,
 		verified: otter.Must(&otter.Options[string, Claims]{MaximumSize: verifiedCacheSize}), denied: o.DenyList}
+	if t.denied == nil {
+		t.denied = NewDenyList(now)
+	}
 	t.keys = map[string][]byte{t.keyID: t.key}
 	if o.PreviousSecret != "" && o.PreviousSecret != o.Secret {
 		t.keys[KeyID(o.PreviousSecret)] = []byte(o.PreviousSecret)
@@ -130,11 +139,21 @@ func NewTokens(o TokenOptions) (*Tokens, error) {
 	return t, nil
 }
 
+// Revoke refuses the token id from now until exp, in this process (see
+// package revocation for every replica).
+func (t *Tokens) Revoke(jti string, exp time.Time) { t.denied.Add(jti, exp) }
+
 // TTL is how long an issued token lives.
 func (t *Tokens) TTL() time.Duration { return t.ttl }
 
 // Issue signs a new access token for a user.
 func (t *Tokens) Issue(userID, tier string) (string, Claims, error) {
+	return t.IssueSession(userID, tier, "")
+}
+
+// IssueSession signs a new access token for a user within a session (a
+// refresh-token family), whose id the token carries as "sid".
+func (t *Tokens) IssueSession(userID, tier, sessionID string) (string, Claims, error) {
 	jti := make([]byte, 16)
 	if _, err := rand.Read(jti); err != nil {
 		return "", Claims{}, fmt.Errorf("auth: token id: %w", err)
@@ -144,6 +163,7 @@ func (t *Tokens) Issue(userID, tier string) (string, Claims, error) {
 	c := accessClaims{
 		Tier: tier,
 		Typ:  tokenTypeAccess,
+		SID:  sessionID,
 		RegisteredClaims: jwt.RegisteredClaims{
 			Subject:   userID,
 			Issuer:    t.issuer,
@@ -160,7 +180,7 @@ func (t *Tokens) Issue(userID, tier string) (string, Claims, error) {
 	if err != nil {
 		return "", Claims{}, fmt.Errorf("auth: sign token: %w", err)
 	}
-	return s, Claims{UserID: userID, Tier: tier, ID: c.ID, ExpiresAt: exp.Truncate(time.Second)}, nil
+	return s, Claims{UserID: userID, Tier: tier, ID: c.ID, ExpiresAt: exp.Truncate(time.Second), SessionID: sessionID}, nil
 }
 
 // Verify checks a token's signature and claims and returns what it says.
@@ -194,7 +214,7 @@ func (t *Tokens) Verify(token string) (Claims, error) {
 	if t.denied.Has(c.ID) {
 		return Claims{}, errRevoked
 	}
-	out := Claims{UserID: c.Subject, Tier: c.Tier, ID: c.ID, ExpiresAt: c.ExpiresAt.Time}
+	out := Claims{UserID: c.Subject, Tier: c.Tier, ID: c.ID, ExpiresAt: c.ExpiresAt.Time, SessionID: c.SID}
 	t.verified.Set(token, out)
 	return out, nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/agentapi/agentapi/internal/httpapi"
 	"github.com/agentapi/agentapi/internal/llm"
 	"github.com/agentapi/agentapi/internal/metrics"
+	"github.com/agentapi/agentapi/internal/telemetry"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -31,7 +32,7 @@ type provider interface {
 // OPENAI_BASE_URL and each of UPSTREAM_FALLBACKS in order. Upstreams are
 // named "openai", "fallback-1", ... in logs and metrics: never by URL, which
 // may carry credentials, and never by key.
-func newProvider(cfg config.Config, m *metrics.Metrics, logger *slog.Logger) (provider, error) {
+func newProvider(cfg config.Config, m *metrics.Metrics, tracing *telemetry.Tracing, logger *slog.Logger) (provider, error) {
 	if cfg.MockLLM() {
 		logger.Warn("OPENAI_API_KEY is not set: answering with the built-in offline mock model (development only)")
 		return llm.NewMock(), nil
@@ -46,7 +47,7 @@ func newProvider(cfg config.Config, m *metrics.Metrics, logger *slog.Logger) (pr
 	clients := make([]*llm.Client, 0, len(ups))
 	for _, u := range ups {
 		c, err := llm.NewClient(llm.Options{BaseURL: u.baseURL, APIKey: u.key, Timeout: cfg.UpstreamTimeout, Name: u.name,
-			Transport: &metrics.Transport{Base: llm.NewTransport(), Upstream: u.name, Metrics: m}})
+			Transport: tracing.Transport(&metrics.Transport{Base: llm.NewTransport(), Upstream: u.name, Metrics: m})})
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", u.variable, err)
 		}

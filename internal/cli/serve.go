@@ -17,9 +17,12 @@ import (
 	"github.com/agentapi/agentapi/internal/metrics"
 	"github.com/agentapi/agentapi/internal/ratelimit"
 	"github.com/agentapi/agentapi/internal/redisconn"
+	"github.com/agentapi/agentapi/internal/revocation"
 	"github.com/agentapi/agentapi/internal/store"
+	"github.com/agentapi/agentapi/internal/telemetry"
 	"github.com/agentapi/agentapi/internal/usage"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Demo account of the prototype's test script; development only.
@@ -32,6 +35,8 @@ const (
 const (
 	redisLimitPrefix = "rl:"
 	redisCachePrefix = "cache:"
+	// redisRevokedKey is the sorted set of logged-out access tokens.
+	redisRevokedKey = "revoked"
 )
 
 // maxLimiterKeys bounds the in-process limiter's memory (about 100 bytes a key).
@@ -51,6 +56,21 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	logger := newLogger(stdout, cfg.LogLevel)
 	m := metrics.New()
+	tracing := telemetry.Disabled()
+	if cfg.OTLPEndpoint != "" {
+		if tracing, err = telemetry.NewOTLP(ctx, cfg.OTLPEndpoint, "agentapi", Version); err != nil {
+			return fmt.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT: %w", err)
+		}
+		logger.Info("tracing enabled", "otlp_endpoint", cfg.OTLPEndpoint)
+	}
+	// Spans still buffered are sent before exit, after the server drained.
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), telemetry.ShutdownTimeout)
+		defer cancel()
+		if err := tracing.Shutdown(ctx); err != nil {
+			logger.Warn("flushing trace spans failed", "error", err.Error())
+		}
+	}()
 	logger.Info("starting", "version", Version, "config", cfg)
 	switch {
 	case cfg.SecretKeyGenerated:
@@ -76,10 +96,14 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		}
 		logger.Warn("development demo account is enabled: user@example.com with the demo password from the README (set DEMO_USER=false to disable; never created in production)")
 	}
-	tokens, err := auth.NewTokens(auth.TokenOptions{Secret: cfg.SecretKey, Algorithm: cfg.Algorithm,
-		TTL: cfg.AccessTokenTTL, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience})
+	deny := auth.NewDenyList(nil)
+	tokens, err := auth.NewTokens(auth.TokenOptions{Secret: cfg.SecretKey, PreviousSecret: cfg.SecretKeyPrevious, Algorithm: cfg.Algorithm,
+		TTL: cfg.AccessTokenTTL, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, DenyList: deny})
 	if err != nil {
 		return err
+	}
+	if cfg.SecretKeyPrevious != "" {
+		logger.Info("key rotation: tokens signed with SECRET_KEY_PREVIOUS still verify; unset it once ACCESS_TOKEN_EXPIRE_MINUTES have passed")
 	}
 
 	ready := []httpapi.ReadyCheck{{Name: "database", Check: st.Ping}}
@@ -109,9 +133,25 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
+	// Background work ends when serve returns, whatever the reason.
+	bg, stopBackground := context.WithCancel(ctx)
+	defer stopBackground()
+	revoked, err := newRevocations(bg, cfg, rdb, deny, logger)
+	if err != nil {
+		return err
+	}
+	go pruneRefreshTokens(bg, st, logger)
 	respCache := newCache(cfg, rdb)
+	var tracer trace.Tracer
+	if cfg.OTLPEndpoint != "" {
+		tracer = tracing.Tracer()
+		lim = telemetry.Limiter{Next: lim, Tracer: tracer}
+		if respCache != nil {
+			respCache = telemetry.Cache{Next: respCache, Tracer: tracer}
+		}
+	}
 
-	provider, err := newProvider(cfg, m, logger)
+	provider, err := newProvider(cfg, m, tracing, logger)
 	if err != nil {
 		return err
 	}
@@ -123,6 +163,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		AppName:      cfg.AppName,
 		Version:      Version,
 		Metrics:      m,
+		Tracer:       tracer,
 		MetricsOnAPI: cfg.MetricsAddr == "",
 		Users:        st,
 		Admin:        st,
@@ -149,12 +190,19 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		BudgetFailOpen:     cfg.RateLimitOnRedisError != "deny",
 		Models:             cfg.LLMModels,
 		StreamWriteTimeout: cfg.StreamWriteTimeout,
+
+		// Sessions: refresh tokens, logouts shared through Redis, and
+		// the login throttle (on the limiter above, so shared too).
+		Sessions:    st,
+		RefreshTTL:  cfg.RefreshTokenTTL,
+		Revoker:     revoked,
+		LoginLimits: httpapi.LoginLimits{Attempts: cfg.LoginAttempts, TrustedProxies: cfg.TrustedProxies},
 	})
 	if err != nil {
 		return err
 	}
 	tracked := &inflight{}
-	srv := httpapi.NewServer(cfg.Addr(), tracked.wrap(handler), logger)
+	srv := httpapi.NewServerWith(cfg.Addr(), tracked.wrap(handler), logger, httpapi.ServerOptions{ReadHeaderTimeout: cfg.ReadHeaderTimeout})
 	ln, err := net.Listen("tcp", cfg.Addr())
 	if err != nil {
 		return fmt.Errorf("listen on %s (HOST/PORT): %w", cfg.Addr(), err)
@@ -208,6 +256,45 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// newRevocations builds the list that spreads logouts: in-process only
+// without Redis, else through Redis, polled in the background until ctx
+// ends. The first poll runs before serving, so a restarted replica refuses
+// tokens logged out while it was away (when Redis answers).
+func newRevocations(ctx context.Context, cfg config.Config, rdb *redis.Client, deny *auth.DenyList, logger *slog.Logger) (*revocation.List, error) {
+	o := revocation.Options{Logger: logger}
+	if rdb != nil {
+		o.Redis, o.Key, o.MaxTokenLifetime = rdb, cfg.RedisKeyPrefix+redisRevokedKey, cfg.AccessTokenTTL
+	}
+	l, err := revocation.New(deny, o)
+	if err != nil {
+		return nil, err
+	}
+	if rdb != nil {
+		if err := l.Poll(ctx); err != nil {
+			logger.Warn("revocation list: could not load logouts from Redis at start; retrying in the background", "error", err.Error())
+		}
+		go l.Run(ctx)
+	}
+	return l, nil
+}
+
+// pruneRefreshTokens deletes expired refresh tokens now and then, so the
+// table holds live sessions only.
+func pruneRefreshTokens(ctx context.Context, st *store.Store, logger *slog.Logger) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := st.DeleteExpiredRefreshTokens(ctx, time.Now()); err != nil && ctx.Err() == nil {
+			logger.Warn("could not delete expired refresh tokens", "error", err.Error())
+		}
+	}
 }
 
 func policies(cfg config.Config) httpapi.Policies {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"slices"
@@ -45,10 +46,24 @@ type Config struct {
 	// SecretKeyGenerated reports that SECRET_KEY was unset in development and a
 	// random per-process key was made instead (tokens die with the process).
 	SecretKeyGenerated bool
-	Algorithm          string
-	AccessTokenTTL     time.Duration
-	JWTIssuer          string
-	JWTAudience        string
+	// SecretKeyPrevious still verifies tokens signed before a key rotation
+	// (those whose kid names it); it never signs (SECRET_KEY_PREVIOUS).
+	SecretKeyPrevious string
+	Algorithm         string
+	AccessTokenTTL    time.Duration
+	// RefreshTokenTTL is a refresh token's lifetime (REFRESH_TOKEN_EXPIRE_DAYS).
+	RefreshTokenTTL time.Duration
+	// LoginAttempts is the login throttle's base: attempts per account and
+	// address before 429 (LOGIN_ATTEMPTS; see httpapi.LoginLimits).
+	LoginAttempts int64
+	// TrustedProxies are the networks whose X-Forwarded-For is believed when
+	// telling clients apart for the login throttle (TRUSTED_PROXIES).
+	TrustedProxies []netip.Prefix
+	// ReadHeaderTimeout bounds how long a client may take to send its
+	// request headers (READ_HEADER_TIMEOUT): the slow-header defence.
+	ReadHeaderTimeout time.Duration
+	JWTIssuer         string
+	JWTAudience       string
 
 	DatabaseURL string
 
@@ -106,6 +121,9 @@ type Config struct {
 	// MetricsAddr, when set, serves /metrics on its own listener (and not on
 	// the API port), so scrapes can stay on a private network.
 	MetricsAddr string
+	// OTLPEndpoint, when set, exports trace spans over OTLP/HTTP there
+	// (OTEL_EXPORTER_OTLP_ENDPOINT, e.g. http://otel-collector:4318).
+	OTLPEndpoint string
 	// DemoUser creates user@example.com / password at start (development only).
 	DemoUser bool
 }
@@ -129,6 +147,11 @@ func (c Config) LogValue() slog.Value {
 		slog.String("addr", c.Addr()),
 		slog.String("secret_key", maskSecret(c.SecretKey)),
 		slog.Bool("secret_key_generated", c.SecretKeyGenerated),
+		slog.String("secret_key_previous", maskSecret(c.SecretKeyPrevious)),
+		slog.String("refresh_token_ttl", c.RefreshTokenTTL.String()),
+		slog.Int64("login_attempts", c.LoginAttempts),
+		slog.Int("trusted_proxies", len(c.TrustedProxies)),
+		slog.String("read_header_timeout", c.ReadHeaderTimeout.String()),
 		slog.String("algorithm", c.Algorithm),
 		slog.String("access_token_ttl", c.AccessTokenTTL.String()),
 		slog.String("database_url", redactURL(c.DatabaseURL)),
@@ -158,6 +181,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int64("cache_max_bytes", c.CacheMaxBytes),
 		slog.String("log_level", c.LogLevel.String()),
 		slog.String("metrics_addr", c.MetricsAddr),
+		slog.String("otel_exporter_otlp_endpoint", redactURL(c.OTLPEndpoint)),
 		slog.Bool("demo_user", c.DemoUser),
 	)
 }
@@ -233,6 +257,18 @@ func Load(getenv func(string) string, envFile string) (Config, error) {
 		LogLevel:              l.level("LOG_LEVEL", slog.LevelInfo),
 		ShutdownTimeout:       l.duration("SHUTDOWN_TIMEOUT", 30*time.Second, time.Millisecond),
 		MetricsAddr:           l.hostPort("METRICS_ADDR"),
+		OTLPEndpoint:          l.optionalHTTPURL("OTEL_EXPORTER_OTLP_ENDPOINT"),
+		SecretKeyPrevious:     l.str("SECRET_KEY_PREVIOUS", ""),
+		RefreshTokenTTL:       time.Duration(l.integer("REFRESH_TOKEN_EXPIRE_DAYS", 14, 1, 365)) * 24 * time.Hour,
+		LoginAttempts:         l.integer("LOGIN_ATTEMPTS", 5, 1, 1000),
+		TrustedProxies:        l.prefixes("TRUSTED_PROXIES"),
+		ReadHeaderTimeout:     l.duration("READ_HEADER_TIMEOUT", 10*time.Second, 10*time.Millisecond),
+	}
+	if c.SecretKeyPrevious != "" && c.SecretKeyPrevious == c.SecretKey {
+		l.fail("SECRET_KEY_PREVIOUS", "equals SECRET_KEY; set it to the key being rotated out, or leave it unset")
+	}
+	if c.SecretKeyPrevious != "" && c.Env == EnvProduction && len(c.SecretKeyPrevious) < MinSecretBytes {
+		l.fail("SECRET_KEY_PREVIOUS", fmt.Sprintf("must be at least %d bytes when APP_ENV=production (got %d)", MinSecretBytes, len(c.SecretKeyPrevious)))
 	}
 	c.DemoUser = l.boolean("DEMO_USER", c.Env == EnvDevelopment)
 	c.LLMModels = l.models("LLM_MODELS")
@@ -391,6 +427,40 @@ func (l *loader) level(name string, def slog.Level) slog.Level {
 		return def
 	}
 	return lv
+}
+
+// prefixes parses a comma-separated list of CIDR networks or single addresses.
+func (l *loader) prefixes(name string) []netip.Prefix {
+	v, ok := l.lookup(name)
+	if !ok {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, part := range strings.Split(v, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(part)
+		if err != nil {
+			a, aerr := netip.ParseAddr(part)
+			if aerr != nil {
+				l.fail(name, fmt.Sprintf("%q is not a network such as 10.0.0.0/8 or an address such as 10.0.0.7", part))
+				continue
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out
+}
+
+// optionalHTTPURL is an http(s) URL when set, "" otherwise.
+func (l *loader) optionalHTTPURL(name string) string {
+	if _, ok := l.lookup(name); !ok {
+		return ""
+	}
+	return l.httpURL(name, "")
 }
 
 func (l *loader) hostPort(name string) string {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/mail"
 	"strings"
+	"time"
 
 	"github.com/agentapi/agentapi/internal/auth"
 	"github.com/agentapi/agentapi/internal/store"
@@ -48,6 +49,10 @@ type loginResponse struct {
 	AccessToken string `json:"access_token"`
 	TokenType   string `json:"token_type"`
 	ExpiresIn   int64  `json:"expires_in"`
+	// RefreshToken gets the next pair from POST /auth/refresh; it is used
+	// once, and a second use ends the session.
+	RefreshToken     string `json:"refresh_token,omitempty"`
+	RefreshExpiresIn int64  `json:"refresh_expires_in,omitempty"`
 }
 
 func handleRegister(logger *slog.Logger, users userStore, hasher *auth.Hasher) http.Handler {
@@ -92,7 +97,7 @@ func handleRegister(logger *slog.Logger, users userStore, hasher *auth.Hasher) h
 	})
 }
 
-func handleLogin(logger *slog.Logger, users userStore, hasher *auth.Hasher, tokens *auth.Tokens) http.Handler {
+func handleLogin(logger *slog.Logger, users userStore, hasher *auth.Hasher, sess *sessions, throttle *loginThrottle) http.Handler {
 	// One answer for an unknown email, a wrong password and a disabled account,
 	// so the endpoint does not reveal which accounts exist.
 	invalid := &apiError{status: http.StatusUnauthorized, message: "Invalid credentials"}
@@ -113,7 +118,15 @@ func handleLogin(logger *slog.Logger, users userStore, hasher *auth.Hasher, toke
 			writeError(w, r, logger, errValidation(problems...))
 			return
 		}
-		u, err := users.UserByEmail(r.Context(), strings.ToLower(strings.TrimSpace(*in.Email)))
+		email := strings.ToLower(strings.TrimSpace(*in.Email))
+		addr := clientAddr(r, throttle.trusted)
+		// Throttled before the (deliberately slow) password check, and the
+		// same for existing and unknown accounts.
+		if err := throttle.check(r.Context(), email, addr); err != nil {
+			writeError(w, r, logger, err)
+			return
+		}
+		u, err := users.UserByEmail(r.Context(), email)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			// Spend the time a real check would, then fail the same way.
@@ -136,13 +149,17 @@ func handleLogin(logger *slog.Logger, users userStore, hasher *auth.Hasher, toke
 			writeError(w, r, logger, err)
 			return
 		}
-		tok, _, err := tokens.Issue(u.ID, u.Tier)
+		resp, err := sess.start(r.Context(), u.ID, u.Tier)
 		if err != nil {
 			writeError(w, r, logger, err)
 			return
 		}
+		if err := throttle.succeeded(r.Context(), email, addr); err != nil {
+			logger.LogAttrs(r.Context(), slog.LevelWarn, "login throttle: could not remember the address",
+				slog.String("request_id", requestID(r.Context())), slog.String("error", err.Error()))
+		}
 		requestInfoFrom(r.Context()).userID = u.ID
-		writeJSON(w, http.StatusOK, loginResponse{AccessToken: tok, TokenType: "bearer", ExpiresIn: int64(tokens.TTL().Seconds())})
+		writeJSON(w, http.StatusOK, resp)
 	})
 }
 
@@ -152,6 +169,11 @@ type principal struct {
 	Tier   string
 	Role   string
 	KeyID  string // set when an API key, not a JWT, authenticated the request
+	// TokenID, TokenExpires and SessionID describe the access token that
+	// authenticated the request (empty for API keys), for logout.
+	TokenID      string
+	TokenExpires time.Time
+	SessionID    string
 }
 
 func principalFrom(ctx context.Context) principal {
@@ -181,7 +203,8 @@ func requireAuth(logger *slog.Logger, tokens *auth.Tokens, states *accountStates
 				writeError(w, r, logger, err)
 				return
 			}
-			p := principal{UserID: c.UserID, Tier: c.Tier, Role: store.DefaultRole}
+			p := principal{UserID: c.UserID, Tier: c.Tier, Role: store.DefaultRole,
+				TokenID: c.ID, TokenExpires: c.ExpiresAt, SessionID: c.SessionID}
 			st, known, err := states.get(r.Context(), c.UserID)
 			switch {
 			case errors.Is(err, errAccountGone):

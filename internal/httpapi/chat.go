@@ -62,12 +62,32 @@ type rateLimitBody struct {
 	Limit int64  `json:"limit"`
 }
 
+// The RateLimit header names in the canonical form net/http sends them in;
+// Header.Set would canonicalize, and allocate, on every request.
+const (
+	rateLimitPolicyHeader = "Ratelimit-Policy"
+	rateLimitHeader       = "Ratelimit"
+)
+
 // setRateLimitHeaders writes draft-ietf-httpapi-ratelimit-headers fields. A
-// token bucket's "window" is the time it takes to refill from empty.
+// token bucket's "window" is the time it takes to refill from empty. The
+// values are appended by hand because they are on every limited request:
+// `"pro";q=1000;w=100`, exactly what fmt's %q and %d would print.
 func setRateLimitHeaders(h http.Header, pol ratelimit.Policy, d ratelimit.Decision) {
 	window := int64(math.Ceil(float64(pol.Capacity) / pol.RefillPerSecond))
-	h.Set("RateLimit-Policy", fmt.Sprintf("%q;q=%d;w=%d", pol.Name, pol.Capacity, window))
-	h.Set("RateLimit", fmt.Sprintf("%q;r=%d;t=%d", pol.Name, d.Remaining, ceilSeconds(d.Reset, 0)))
+	b := make([]byte, 0, 96)
+	b = strconv.AppendQuote(b, pol.Name)
+	b = append(b, ";q="...)
+	b = strconv.AppendInt(b, pol.Capacity, 10)
+	b = append(b, ";w="...)
+	b = strconv.AppendInt(b, window, 10)
+	h[rateLimitPolicyHeader] = []string{string(b)}
+	b = strconv.AppendQuote(b[:0], pol.Name)
+	b = append(b, ";r="...)
+	b = strconv.AppendInt(b, d.Remaining, 10)
+	b = append(b, ";t="...)
+	b = strconv.AppendInt(b, ceilSeconds(d.Reset, 0), 10)
+	h[rateLimitHeader] = []string{string(b)}
 }
 
 func ceilSeconds(d time.Duration, min int64) int64 {

@@ -753,3 +753,38 @@ func waitForT(t *testing.T, cond func() bool) {
 	t.Helper()
 	waitFor(t, cond)
 }
+
+// TestStreamToAClientThatStopsReading checks the per-write deadline: a
+// client that stops reading cannot hold a stream (and its upstream call)
+// open, although the server has no overall write timeout.
+func TestStreamToAClientThatStopsReading(t *testing.T) {
+	t.Parallel()
+	rec := &recordingUsage{}
+	a := newTestAPI(t, testOptions{writeTimeout: 200 * time.Millisecond, recorder: rec})
+	tok := a.user("stuck@example.com")
+	cancelled := make(chan struct{})
+	chunk := `data: {"choices":[{"index":0,"delta":{"content":"` + strings.Repeat("x", 32<<10) + `"}}]}` + "\n\n"
+	a.upstream.set(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		// Far more than socket buffers hold: the gateway's writes to the
+		// client must block, and the deadline must end them.
+		for range 8192 {
+			if _, err := io.WriteString(w, chunk); err != nil {
+				break
+			}
+			http.NewResponseController(w).Flush()
+		}
+		<-r.Context().Done()
+		close(cancelled)
+	})
+	resp := a.stream(context.Background(), "/v1/chat/completions", tok,
+		`{"model":"m","stream":true,"messages":[{"role":"user","content":"flood"}]}`)
+	defer resp.Body.Close()
+	// Read nothing more: the client is stuck.
+	select {
+	case <-cancelled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upstream call outlived a client that stopped reading")
+	}
+	waitFor(t, func() bool { return len(rec.all()) == 1 && rec.all()[0].CompletionTokens > 0 })
+}

@@ -131,6 +131,11 @@ type testOptions struct {
 	recorder usageRecorder
 	// routed puts the fake upstream behind an llm.Router with these options.
 	routed *llm.RouterOptions
+	// loginLimits throttle logins (zero: the defaults).
+	loginLimits LoginLimits
+	// denyList and revoker share logouts, as replicas on one Redis do.
+	denyList *auth.DenyList
+	revoker  revoker
 }
 
 func newTestAPI(t *testing.T, o testOptions) *testAPI {
@@ -164,7 +169,7 @@ func newTestAPI(t *testing.T, o testOptions) *testAPI {
 		t.Fatal(err)
 	}
 	tokens, err := auth.NewTokens(auth.TokenOptions{Secret: "test-secret-test-secret-test-secret", Algorithm: "HS256",
-		TTL: 30 * time.Minute, Issuer: "agentapi", Audience: "agentapi"})
+		TTL: 30 * time.Minute, Issuer: "agentapi", Audience: "agentapi", DenyList: o.denyList})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,6 +220,9 @@ func newTestAPI(t *testing.T, o testOptions) *testAPI {
 		Ready:        []ReadyCheck{{Name: "database", Check: st.Ping}},
 		CORSOrigins:  o.cors,
 		MaxBodyBytes: o.maxBody,
+		Sessions:     st,
+		Revoker:      o.revoker,
+		LoginLimits:  o.loginLimits,
 	})
 	if err != nil {
 		t.Fatal(err)

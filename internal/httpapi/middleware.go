@@ -15,6 +15,7 @@ import (
 
 	"github.com/agentapi/agentapi/internal/metrics"
 	"github.com/agentapi/agentapi/internal/store"
+	"go.opentelemetry.io/otel/trace"
 )
 
 type ctxKey int
@@ -156,6 +157,9 @@ func withAccessLog(logger *slog.Logger, m *metrics.Metrics) func(http.Handler) h
 			)
 			if ri.userID != "" {
 				attrs = append(attrs, slog.String("user_id", ri.userID))
+			}
+			if sc := trace.SpanContextFromContext(r.Context()); sc.IsValid() {
+				attrs = append(attrs, slog.String("trace_id", sc.TraceID().String()))
 			}
 			if ri.cache != "" {
 				attrs = append(attrs, slog.String("cache", ri.cache))

@@ -18,6 +18,7 @@ func addRoutes(mux router, d Deps, states *accountStates, openapi []byte) {
 	authnKey := acceptAPIKeys(d.Logger, keys, states, authn)
 	login := requireLogin(d.Logger)
 	g := newGateway(d)
+	sess := newSessions(d)
 
 	mux.Handle("GET /{$}", handleRoot(d.AppName))
 	mux.Handle("GET /health", handleHealth())
@@ -28,7 +29,9 @@ func addRoutes(mux router, d Deps, states *accountStates, openapi []byte) {
 	mux.Handle("GET /docs/{asset}", handleDocs())
 
 	mux.Handle("POST /auth/register", handleRegister(d.Logger, d.Users, d.Hasher))
-	mux.Handle("POST /auth/login", handleLogin(d.Logger, d.Users, d.Hasher, d.Tokens))
+	mux.Handle("POST /auth/login", handleLogin(d.Logger, d.Users, d.Hasher, sess, newLoginThrottle(d.Limiter, d.LoginLimits)))
+	mux.Handle("POST /auth/refresh", handleRefresh(sess, states))
+	mux.Handle("POST /auth/logout", authn(handleLogout(sess)))
 
 	mux.Handle("POST /chat", authnKey(limit(handleChat(g))))
 	mux.Handle("GET /chat/quota", authnKey(handleQuota(d.Logger, d.Limiter, d.Policies, g, d.UsageReports)))

@@ -15,6 +15,7 @@ import (
 	"github.com/agentapi/agentapi/internal/metrics"
 	"github.com/agentapi/agentapi/internal/ratelimit"
 	"github.com/agentapi/agentapi/internal/store"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // userStore is what the handlers need from the account database.
@@ -62,6 +63,8 @@ type Deps struct {
 	AppName string
 	Version string
 	Metrics *metrics.Metrics // nil records nothing
+	// Tracer opens the request spans; nil means no tracing.
+	Tracer trace.Tracer
 	// MetricsOnAPI serves /metrics on the API's own port; off when
 	// METRICS_ADDR gives metrics a listener of their own.
 	MetricsOnAPI bool
@@ -97,6 +100,16 @@ type Deps struct {
 	Ready              []ReadyCheck
 	CORSOrigins        []string
 	MaxBodyBytes       int64
+	// Sessions keeps refresh tokens; nil means logins return an access
+	// token only and /auth/refresh answers 404.
+	Sessions sessionStore
+	// RefreshTTL is a refresh token's lifetime; 0 means 14 days.
+	RefreshTTL time.Duration
+	// Revoker spreads a logout to every replica; nil refuses the
+	// logged-out token in this process only.
+	Revoker revoker
+	// LoginLimits throttle POST /auth/login on the Limiter.
+	LoginLimits LoginLimits
 }
 
 // Policies maps a tier name to its rate-limit policy.
@@ -127,6 +140,7 @@ func NewHandler(d Deps) (http.Handler, error) {
 	h = withSecurityHeaders(h)
 	h = withRecover(d.Logger)(h)
 	h = withAccessLog(d.Logger, d.Metrics)(h)
+	h = withTracing(d.Tracer)(h)
 	h = withRequestID(h)
 	return h, nil
 }
@@ -135,10 +149,25 @@ func NewHandler(d Deps) (http.Handler, error) {
 // clients from holding connections. There is no WriteTimeout: it would cut
 // long model answers; handlers bound their own work instead.
 func NewServer(addr string, h http.Handler, logger *slog.Logger) *http.Server {
+	return NewServerWith(addr, h, logger, ServerOptions{})
+}
+
+// ServerOptions adjusts NewServerWith's limits; zero values keep the defaults.
+type ServerOptions struct {
+	// ReadHeaderTimeout cuts a client that has not sent its whole request
+	// header by then (a slow-header attack); 0 means 10s.
+	ReadHeaderTimeout time.Duration
+}
+
+// NewServerWith is NewServer with options.
+func NewServerWith(addr string, h http.Handler, logger *slog.Logger, o ServerOptions) *http.Server {
+	if o.ReadHeaderTimeout <= 0 {
+		o.ReadHeaderTimeout = 10 * time.Second
+	}
 	return &http.Server{
 		Addr:              addr,
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: o.ReadHeaderTimeout,
 		ReadTimeout:       60 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,

@@ -144,6 +144,25 @@ func (s *Store) RevokeRefreshFamilyOf(ctx context.Context, userID, hash string) 
 	return nil
 }
 
+// RevokeRefreshFamily revokes the family with the given id, provided it
+// belongs to userID; otherwise it returns ErrNotFound. Revoking a revoked
+// family changes nothing.
+func (s *Store) RevokeRefreshFamily(ctx context.Context, userID, familyID string) (err error) {
+	ctx, done := s.op(ctx)
+	defer done(&err)
+	res, err := s.write.ExecContext(ctx,
+		s.q(`UPDATE refresh_families SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND user_id = ?`), toMillis(now()), familyID, userID)
+	if err != nil {
+		return fmt.Errorf("store: revoke refresh family %q: %w", familyID, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("store: revoke refresh family %q: %w", familyID, err)
+	} else if n == 0 {
+		return fmt.Errorf("store: revoke refresh family %q of user id %q: %w", familyID, userID, ErrNotFound)
+	}
+	return nil
+}
+
 // DeleteExpiredRefreshTokens removes tokens that expired before the given
 // time, and the families left without tokens, and returns how many tokens
 // went. A deleted token is refused as unknown, just as an expired one is.

@@ -118,6 +118,23 @@ func runRefreshSuite(t *testing.T, open func(t *testing.T) *Store) {
 		if _, err := s.RotateRefreshToken(ctx, "a2", "a3", exp); !errors.Is(err, ErrRevoked) {
 			t.Fatalf("token of a revoked family: error = %v, want ErrRevoked", err)
 		}
+		// By family id, as a logout without the refresh token does.
+		fam, err := s.StartRefreshFamily(ctx, alice.ID, "b1", exp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RevokeRefreshFamily(ctx, bob.ID, fam.FamilyID); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("revoke another user's family by id: error = %v, want ErrNotFound", err)
+		}
+		if err := s.RevokeRefreshFamily(ctx, alice.ID, fam.FamilyID); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RevokeRefreshFamily(ctx, alice.ID, fam.FamilyID); err != nil {
+			t.Fatalf("second revoke by id: %v", err)
+		}
+		if _, err := s.RotateRefreshToken(ctx, "b1", "b2", exp); !errors.Is(err, ErrRevoked) {
+			t.Fatalf("token of a family revoked by id: error = %v, want ErrRevoked", err)
+		}
 	})
 
 	t.Run("RefreshConcurrentRotation", func(t *testing.T) {
