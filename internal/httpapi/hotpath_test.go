@@ -1,6 +1,11 @@
 package httpapi
 
+// Tests that pin hand-tuned helpers of the request path to the plain code
+// they replace.
+
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
@@ -38,6 +43,37 @@ func TestRateLimitHeadersAsFmtPrints(t *testing.T) {
 			if len(h) != 2 {
 				t.Errorf("headers %v, want exactly the two RateLimit fields", h)
 			}
+		}
+	}
+}
+
+// TestCompactJSONAsCompactDoes checks that compactJSON, which skips
+// json.Compact when there is nothing to remove, gives what Compact gives,
+// and the body itself when Compact fails.
+func TestCompactJSONAsCompactDoes(t *testing.T) {
+	t.Parallel()
+	for _, in := range []string{
+		`{"model":"m","messages":[{"role":"user","content":"hello world"}]}`,
+		`{"model": "m", "messages": [ {"role":"user"} ]}`,
+		"{\n\t\"a\" :\r\n 1 }\n",
+		`{"a":"quote \" and space \\ ","b":[1, 2]}`,
+		`{"a":"\\"}`,
+		`{"a":"\\" , "b":1}`,
+		`{"a":"unterminated}`,
+		`{"a": "unterminated}`,
+		`not json`,
+		`not json at all`,
+		`"just a string with spaces"`,
+		``,
+		` `,
+	} {
+		want := []byte(in)
+		var b bytes.Buffer
+		if json.Compact(&b, []byte(in)) == nil {
+			want = b.Bytes()
+		}
+		if got := compactJSON([]byte(in)); !bytes.Equal(got, want) {
+			t.Errorf("compactJSON(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

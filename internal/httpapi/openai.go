@@ -139,12 +139,42 @@ func withModel(body []byte, req openAIRequest, model string) ([]byte, error) {
 // compactJSON is the cache's normal form of a body: the same request with
 // different whitespace is the same request.
 func compactJSON(body []byte) []byte {
+	if !hasSpaceOutsideStrings(body) {
+		// Compact would copy the body byte for byte (or fail on it, and
+		// then the body is used as it is too); SDKs that send compact
+		// JSON skip the copy and the scanner.
+		return body
+	}
 	var b bytes.Buffer
 	b.Grow(len(body))
 	if json.Compact(&b, body) != nil {
 		return body
 	}
 	return b.Bytes()
+}
+
+// hasSpaceOutsideStrings reports whether body has a byte json.Compact
+// would remove: JSON whitespace outside string literals.
+func hasSpaceOutsideStrings(body []byte) bool {
+	inString, escaped := false, false
+	for _, c := range body {
+		switch {
+		case escaped:
+			escaped = false
+		case inString:
+			switch c {
+			case '\\':
+				escaped = true
+			case '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			return true
+		}
+	}
+	return false
 }
 
 // bypassCache reports whether the client asked not to be served from the
