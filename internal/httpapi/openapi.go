@@ -92,8 +92,7 @@ func operations() []operation {
 			Responses: []docResponse{{Status: 200, Description: "A new access token and refresh token.", Body: loginResponse{}},
 				docMalformed, {Status: 401, Description: "Unknown, expired, replaced or revoked refresh token.", Body: errorBody{}}, docValidation}},
 		{Method: "POST", Path: "/auth/logout", Tag: "auth", Auth: true, Summary: "End the session",
-			Description: "Refuses the bearer access token from now on (every replica within a second) and revokes the refresh tokens of its session, and of the session of the refresh_token in the optional body. API keys cannot log out.",
-			Request:     refreshRequest{},
+			Description: "Refuses the bearer access token from now on (every replica within a second) and revokes the refresh tokens of its session. An optional JSON body {\"refresh_token\": ...} revokes that token's session too (another user's token is ignored). API keys cannot log out.",
 			Responses:   []docResponse{{Status: 204, Description: "Logged out."}, docMalformed, docUnauthorized}},
 
 		{Method: "POST", Path: "/chat", Tag: "chat", Auth: true, Summary: "Ask the model",
