@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/agentapi/agentapi/internal/auth"
+	"github.com/agentapi/agentapi/internal/store"
 	"github.com/tidwall/gjson"
 )
 
@@ -113,11 +114,28 @@ func TestAPIKeyValidation(t *testing.T) {
 	if r := a.do("GET", "/keys", tok, nil); gjson.GetBytes(r.body, "keys.#").Int() != 0 {
 		t.Fatalf("bad requests created keys: %s", r.body)
 	}
+	// Fill the account up to the cap straight in the store (the API path
+	// is tested above), then ask for one more.
+	uid := a.userID(tok)
+	var last string
 	for i := range maxActiveKeys {
-		a.newKey(tok, fmt.Sprint("k", i))
+		_, _, hash, err := auth.NewAPIKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := a.store.CreateAPIKey(context.Background(), store.APIKey{UserID: uid, Name: fmt.Sprint("k", i), Hash: hash})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = k.ID
 	}
 	if r := a.do("POST", "/keys", tok, map[string]string{"name": "one too many"}); r.status != 409 {
 		t.Fatalf("key %d: %d %s", maxActiveKeys+1, r.status, r.body)
+	}
+	// Revoked keys do not count.
+	a.do("DELETE", "/keys/"+last, tok, nil)
+	if r := a.do("POST", "/keys", tok, map[string]string{"name": "replacement"}); r.status != 201 {
+		t.Fatalf("after revoking one: %d %s", r.status, r.body)
 	}
 }
 
