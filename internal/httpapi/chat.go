@@ -216,6 +216,10 @@ func handleChat(g *gateway) http.Handler {
 				if err := c.Set(ctx, key, b); err != nil {
 					logger.LogAttrs(ctx, slog.LevelWarn, "cache set failed", slog.String("request_id", info.id), slog.String("error", err.Error()))
 				}
+				// The bytes just cached are the answer, as writeJSON would
+				// write it (it appends the newline too); marshal once.
+				writeRawJSON(w, http.StatusOK, append(b, '\n'))
+				return
 			}
 		}
 		writeJSON(w, http.StatusOK, out)

@@ -60,6 +60,32 @@ func readMeta(body []byte) (meta, error) {
 // answer gives an error wrapping ErrUpstreamUnavailable, since it means the
 // upstream sent something malformed.
 func FirstMessageContent(body []byte) (string, error) {
+	// The usual answer has a string content, which one pass decodes while
+	// it checks the body. Every other case, errors included, goes through
+	// firstMessageContent, so both paths give the same result for any
+	// body; the fast one only saves copying the content out as raw JSON
+	// and scanning it a second time.
+	var answer struct {
+		Choices []struct {
+			Message struct {
+				Content any `json:"content"`
+			} `json:"message"`
+		} `json:"choices"`
+	}
+	if json.Unmarshal(body, &answer) == nil && len(answer.Choices) > 0 {
+		switch c := answer.Choices[0].Message.Content.(type) {
+		case string:
+			return c, nil
+		case nil:
+			return "", nil
+		}
+	}
+	return firstMessageContent(body)
+}
+
+// firstMessageContent is FirstMessageContent for every body: the content
+// taken as raw JSON, then read as a string or an array of parts.
+func firstMessageContent(body []byte) (string, error) {
 	var answer struct {
 		Choices []struct {
 			Message struct {

@@ -2,6 +2,7 @@ package llm
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 )
 
@@ -85,4 +86,54 @@ func TestEstimateTokens(t *testing.T) {
 			t.Errorf("EstimateTokens(%q) = %d, want %d", in, got, want)
 		}
 	}
+}
+
+// TestFirstMessageContentFastPathAgrees checks that the fast path of
+// FirstMessageContent gives exactly what the general one gives, errors
+// included, on ordinary and odd bodies.
+func TestFirstMessageContentFastPathAgrees(t *testing.T) {
+	t.Parallel()
+	for _, body := range []string{
+		`{"choices":[{"message":{"content":"hello \u00e9 \ud83d\ude00 \"q\""}}]}`,
+		`{"choices":[{"message":{"content":null}}]}`,
+		`{"choices":[{"message":{}}]}`,
+		`{"choices":[null]}`,
+		`{"choices":[]}`,
+		`{"choices":null}`,
+		`{}`,
+		`{"Choices":[{"MESSAGE":{"Content":"case-folded keys"}}]}`,
+		`{"choices":[{"message":{"content":"first"}}],"choices":[{"message":{"content":"last wins"}}]}`,
+		`{"choices":[{"message":{"content":[{"type":"text","text":"a"},{"type":"image_url"},{"type":"text","text":"b"}]}}]}`,
+		`{"choices":[{"message":{"content":42}}]}`,
+		`{"choices":[{"message":{"content":{"text":"object"}}}]}`,
+		`{"choices":[{"message":{"content":"ok"}},{"message":{"content":1e400}}]}`,
+		`{"choices":[{"message":{"content":"ok"}},"not an object"]}`,
+		`{"choices":[{"message":{"content":"invalid utf-8 ` + "\xff" + `"}}]}`,
+		`{"choices":[{"message":{"content":"trailing"}}]} x`,
+		`not json`,
+		``,
+		`null`,
+		`[]`,
+	} {
+		got, gotErr := FirstMessageContent([]byte(body))
+		want, wantErr := firstMessageContent([]byte(body))
+		if got != want || fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
+			t.Errorf("body %q:\n fast path %q, %v\n general   %q, %v", body, got, gotErr, want, wantErr)
+		}
+	}
+}
+
+// FuzzFirstMessageContentFastPathAgrees looks for a body on which the two
+// paths of FirstMessageContent disagree.
+func FuzzFirstMessageContentFastPathAgrees(f *testing.F) {
+	f.Add([]byte(`{"choices":[{"message":{"content":"hi"}}]}`))
+	f.Add([]byte(`{"choices":[{"message":{"content":[{"type":"text","text":"a"}]}}]}`))
+	f.Add([]byte(`{"choices":[{"message":{"content":"ok"}},{"message":{"content":1e400}}]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		got, gotErr := FirstMessageContent(body)
+		want, wantErr := firstMessageContent(body)
+		if got != want || fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
+			t.Fatalf("body %q: fast path %q, %v; general %q, %v", body, got, gotErr, want, wantErr)
+		}
+	})
 }
