@@ -138,8 +138,11 @@ type results struct {
 	streams    map[string][]streamPhase
 	concurrent map[string]streamPhase
 	redisRTT   time.Duration
-	loadBefore string // 1-minute load average when measuring began
-	loadAfter  string
+	// redisRTTsUnderLoad are PINGs sent during the Redis targets' phases
+	// at the budget rate.
+	redisRTTsUnderLoad []time.Duration
+	loadBefore         string // 1-minute load average when measuring began
+	loadAfter          string
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -260,7 +263,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				if res.open[t.id] == nil {
 					res.open[t.id] = map[int][]phase{}
 				}
+				var stopPinger func() []time.Duration
+				if o.redisURL != "" && rate == o.budgetRate && strings.HasSuffix(t.id, "-redis") {
+					// Round trips measured under the same load are the
+					// unit the Redis budget is counted in.
+					stopPinger = startPinger(ctx, o.redisURL)
+				}
 				res.open[t.id][rate] = append(res.open[t.id][rate], openLoop(t, rate, o.duration, &seq, m))
+				if stopPinger != nil {
+					res.redisRTTsUnderLoad = append(res.redisRTTsUnderLoad, stopPinger()...)
+				}
 			}
 		}
 		if o.closedDuration > 0 {
