@@ -315,7 +315,7 @@ func newLimiter(cfg config.Config, rdb *redis.Client, logger *slog.Logger, m *me
 	if err != nil {
 		return nil, fmt.Errorf("RATE_LIMIT_ON_REDIS_ERROR: %w", err)
 	}
-	return ratelimit.NewFallback(ratelimit.NewRedis(rdb, cfg.RedisKeyPrefix+redisLimitPrefix), mem, ratelimit.FallbackOptions{Mode: mode, Logger: logger, OnFallback: m.LimiterFallback})
+	return ratelimit.NewFallback(ratelimit.NewRedis(rdb, cfg.RedisKeyPrefix+redisLimitPrefix), mem, ratelimit.FallbackOptions{Mode: mode, Logger: logger, OnFallback: m.LimiterFallback, SharedTimeout: cfg.RateLimitRedisTimeout})
 }
 
 // newCache returns nil (caching off) when CACHE_TTL is 0.

@@ -75,6 +75,10 @@ type Config struct {
 	// tests) sharing one Redis stay apart by using different prefixes.
 	RedisKeyPrefix        string
 	RateLimitOnRedisError string
+	// RateLimitRedisTimeout bounds one limiter decision in Redis; past it the
+	// RATE_LIMIT_ON_REDIS_ERROR fallback decides. Longer means exact limits
+	// through slower Redis moments, shorter means less added latency.
+	RateLimitRedisTimeout time.Duration
 
 	OpenAIAPIKey    string
 	OpenAIBaseURL   string
@@ -158,6 +162,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("redis_url", redactURL(c.RedisURL)),
 		slog.String("redis_key_prefix", c.RedisKeyPrefix),
 		slog.String("rate_limit_on_redis_error", c.RateLimitOnRedisError),
+		slog.String("rate_limit_redis_timeout", c.RateLimitRedisTimeout.String()),
 		slog.String("openai_api_key", maskSecret(c.OpenAIAPIKey)),
 		slog.String("openai_base_url", redactURL(c.OpenAIBaseURL)),
 		slog.String("llm_model", c.LLMModel),
@@ -241,6 +246,7 @@ func Load(getenv func(string) string, envFile string) (Config, error) {
 		JWTAudience:           l.str("JWT_AUDIENCE", "agentapi"),
 		DatabaseURL:           l.str("DATABASE_URL", "agentapi.db"),
 		RateLimitOnRedisError: l.oneOf("RATE_LIMIT_ON_REDIS_ERROR", "local", "local", "allow", "deny"),
+		RateLimitRedisTimeout: l.duration("RATE_LIMIT_REDIS_TIMEOUT", 250*time.Millisecond, time.Millisecond),
 		OpenAIAPIKey:          l.str("OPENAI_API_KEY", ""),
 		OpenAIBaseURL:         l.httpURL("OPENAI_BASE_URL", "https://api.openai.com/v1"),
 		LLMModel:              l.str("LLM_MODEL", "gpt-4o-mini"),
