@@ -351,7 +351,7 @@ func TestContainerBinary(t *testing.T) {
 		p := startContainerProcess(t, bin, work, []string{tmp}, []string{
 			"APP_ENV=production", "SECRET_KEY=" + strings.Repeat("k", 40), "OPENAI_API_KEY=sk-upstream-test",
 			"OPENAI_BASE_URL=" + up.URL + "/v1", "TMPDIR=" + tmp,
-			"DATABASE_URL=" + dbURL, "REDIS_URL=" + redistest.URL(t),
+			"DATABASE_URL=" + dbURL, "REDIS_URL=" + redistest.URL(t), "REDIS_KEY_PREFIX=" + redistest.Prefix(t),
 		})
 		p.exercise(t)
 		p.stop(t)
@@ -743,6 +743,9 @@ func TestComposeEnvironmentStarts(t *testing.T) {
 	}
 	env["DATABASE_URL"] = dbURL
 	env["REDIS_URL"] = redisURL
+	// Keys of this run only: limiter, cache and login-throttle state in the
+	// shared test Redis would otherwise carry over between runs.
+	env["REDIS_KEY_PREFIX"] = redistest.Prefix(t)
 
 	var replicas []*server
 	for range c.Services["api"].Deploy.Replicas {
