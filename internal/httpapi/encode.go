@@ -32,7 +32,9 @@ func decodeJSON(r *http.Request, v any) error {
 	dec := json.NewDecoder(r.Body)
 	err := dec.Decode(v)
 	if err == nil {
-		if dec.More() {
+		// Anything after the value but white space (a second value, or a
+		// stray "}" that More would not report) makes the body invalid.
+		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
 			return errStatus(http.StatusBadRequest, "Request body must contain a single JSON object")
 		}
 		return nil
