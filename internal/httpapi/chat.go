@@ -128,7 +128,7 @@ func validModel(m string) bool {
 }
 
 func handleChat(g *gateway) http.Handler {
-	logger, c, cacheScope, provider, defaultModel := g.logger, g.cache, g.cacheScope, g.llm, g.defaultModel
+	logger, c, provider, defaultModel := g.logger, g.cache, g.llm, g.defaultModel
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var in chatRequest
 		if err := decodeJSON(r, &in); err != nil {
@@ -170,11 +170,7 @@ func handleChat(g *gateway) http.Handler {
 		}
 		var key cache.Key
 		if c != nil {
-			scope := "user:" + p.UserID
-			if cacheScope == "global" {
-				scope = "global"
-			}
-			key = cache.NewKey(scope, model, body)
+			key = g.cacheKey("chat", p, model, body)
 			if b, ok, err := c.Get(ctx, key); err == nil && ok {
 				var hit chatResponse
 				if json.Unmarshal(b, &hit) == nil {
