@@ -12,6 +12,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"runtime"
 	"strconv"
@@ -305,10 +306,17 @@ func (s *Store) op(ctx context.Context) (context.Context, func(*error)) {
 
 // isConnectionError reports whether err says the database could not be
 // reached or the connection broke, as opposed to the database refusing a
-// statement. pgx reports failed connects as *pgconn.ConnectError and socket
-// failures on an open connection as *net.OpError.
+// statement. pgx reports failed connects as *pgconn.ConnectError, socket
+// failures on an open connection as *net.OpError, and a connection the
+// server (or something between) closed as io.ErrUnexpectedEOF or io.EOF: a
+// pooled connection used within a second of its last use is not pinged
+// first, so after a database restart that is what the next statement on it
+// meets.
 func isConnectionError(err error) bool {
 	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
+		return true
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 		return true
 	}
 	_, ok := errors.AsType[*net.OpError](err)

@@ -505,6 +505,35 @@ func runStoreSuite(t *testing.T, open func(t *testing.T) *Store) {
 		}
 	})
 
+	// A batch written again after an error whose outcome was unknown (the
+	// connection broke after COMMIT went out, and the server had stored it)
+	// must not count its records twice: records with an ID are stored once.
+	t.Run("UsageRecordedOncePerID", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		ctx := t.Context()
+		u := mustCreateUser(t, s, "once@example.com")
+		at := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+		batch := []UsageRecord{
+			{ID: "a", UserID: u.ID, Model: "m", PromptTokens: 1, At: at},
+			{ID: "b", UserID: u.ID, Model: "m", PromptTokens: 10, At: at},
+			{UserID: u.ID, Model: "m", PromptTokens: 100, At: at}, // no ID: stored every time
+		}
+		retry := append(batch[:2:2], UsageRecord{ID: "c", UserID: u.ID, Model: "m", PromptTokens: 1000, At: at})
+		for _, b := range [][]UsageRecord{batch, batch, retry} {
+			if err := s.RecordUsage(ctx, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n, err := s.TokensUsed(ctx, u.ID, at.Add(-time.Hour)); err != nil || n != 1+10+100+100+1000 {
+			t.Errorf("TokensUsed = %d, %v; want %d (a, b and c once, the record without an ID twice)", n, err, 1+10+100+100+1000)
+		}
+		days, err := s.UsageByDay(ctx, u.ID, at.Add(-time.Hour), at.Add(time.Hour))
+		if err != nil || len(days) != 1 || days[0].Requests != 5 {
+			t.Errorf("UsageByDay = %+v, %v; want 5 requests", days, err)
+		}
+	})
+
 	t.Run("ConcurrentCreateUser", func(t *testing.T) {
 		t.Parallel()
 		s := open(t)

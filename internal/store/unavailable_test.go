@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // TestOpTimeoutIsUnavailable holds SQLite's only write connection in an open
@@ -121,5 +124,29 @@ func within(t *testing.T, d time.Duration, f func() error) error {
 	case <-time.After(d):
 		t.Fatalf("still waiting after %v", d)
 		return nil
+	}
+}
+
+// TestBrokenConnectionIsUnavailable: a connection the database closed (a
+// restart, a proxy or load balancer dropping it) shows up as an unexpected
+// end of stream on the next statement, and is the database being
+// unavailable (503, retry), not an internal error.
+func TestBrokenConnectionIsUnavailable(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("store: get user %q: %w", "a@example.com", io.ErrUnexpectedEOF), true},
+		{fmt.Errorf("store: record usage: commit: %w", io.EOF), true},
+		{&net.OpError{Op: "read", Err: errors.New("connection reset by peer")}, true},
+		{&pgconn.ConnectError{}, true},
+		{fmt.Errorf("store: create user: %w", &pgconn.PgError{Code: pgUniqueViolation}), false},
+		{errors.New("sql: no rows in result set"), false},
+	}
+	for _, tc := range cases {
+		if got := isConnectionError(tc.err); got != tc.want {
+			t.Errorf("isConnectionError(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }

@@ -10,6 +10,11 @@ import (
 
 // UsageRecord is the token count of one model call on behalf of a user.
 type UsageRecord struct {
+	// ID, when set, identifies the record for good: RecordUsage skips a
+	// record whose ID is already stored, so a batch can be written again
+	// after an error that left its outcome unknown without counting a call
+	// twice. Records without an ID are always stored.
+	ID     string
 	UserID string
 	// KeyID is the API key the request came in with, or empty when it was
 	// authenticated some other way.
@@ -38,6 +43,11 @@ const millisPerDay = int64(24 * time.Hour / time.Millisecond)
 // RecordUsage stores a batch of records in one transaction: either all of
 // them are recorded or, on error, none. It returns ErrNotFound if a record
 // names a user that does not exist.
+//
+// An error does not always mean that nothing was stored: when the connection
+// breaks after COMMIT was sent, the database may have committed. Records with
+// an ID are skipped if already stored, so writing such a batch again, as the
+// usage recorder does after any error, still stores each record once.
 func (s *Store) RecordUsage(ctx context.Context, recs []UsageRecord) (err error) {
 	ctx, done := s.op(ctx)
 	defer done(&err)
@@ -57,8 +67,9 @@ func (s *Store) RecordUsage(ctx context.Context, recs []UsageRecord) (err error)
 	// the part of the batch already inserted.
 	defer func() { _ = tx.Rollback() }()
 	stmt, err := tx.PrepareContext(ctx, s.q(`INSERT INTO usage_records
-		(user_id, key_id, model, prompt_tokens, completion_tokens, at, request_id)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`))
+		(user_id, key_id, model, prompt_tokens, completion_tokens, at, request_id, record_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (record_id) DO NOTHING`))
 	if err != nil {
 		return fmt.Errorf("store: record usage: %w", err)
 	}
@@ -69,8 +80,12 @@ func (s *Store) RecordUsage(ctx context.Context, recs []UsageRecord) (err error)
 		if at.IsZero() {
 			at = recordedAt
 		}
+		var id any // NULL without an ID: never a conflict
+		if r.ID != "" {
+			id = r.ID
+		}
 		if _, err := stmt.ExecContext(ctx, r.UserID, r.KeyID, r.Model,
-			r.PromptTokens, r.CompletionTokens, toMillis(at), r.RequestID); err != nil {
+			r.PromptTokens, r.CompletionTokens, toMillis(at), r.RequestID, id); err != nil {
 			if isForeignKeyViolation(err) {
 				return fmt.Errorf("store: record usage for user id %q: %w", r.UserID, ErrNotFound)
 			}

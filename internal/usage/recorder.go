@@ -5,6 +5,7 @@ package usage
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -69,8 +70,14 @@ func NewRecorder(s sink, logger *slog.Logger, opts Options) *Recorder {
 	return r
 }
 
-// Record queues one record. It never blocks on the database.
+// Record queues one record. It never blocks on the database. A record
+// without an ID is given a random one here, so that however often its batch
+// is written (a write whose outcome was lost is retried like any failed
+// one), the store keeps it once.
 func (r *Recorder) Record(_ context.Context, rec store.UsageRecord) error {
+	if rec.ID == "" {
+		rec.ID = rand.Text()
+	}
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()

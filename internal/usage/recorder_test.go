@@ -221,3 +221,51 @@ func TestWithTheRealStore(t *testing.T) {
 		t.Fatalf("tokens of the existing user: %d, %v; want both records (6)", n, err)
 	}
 }
+
+// lostReply is the real store behind a connection that breaks after the
+// first batch's COMMIT went out: that batch is stored, but the recorder is
+// told it failed.
+type lostReply struct {
+	*store.Store
+	once sync.Once
+}
+
+func (l *lostReply) RecordUsage(ctx context.Context, recs []store.UsageRecord) error {
+	err := l.Store.RecordUsage(ctx, recs)
+	lost := false
+	l.once.Do(func() { lost = true })
+	if err == nil && lost {
+		return errors.New("store: record usage: commit: unexpected EOF")
+	}
+	return err
+}
+
+// TestBatchWithLostReplyIsStoredOnce: the recorder writes a batch again
+// after any error, including one whose batch was in fact stored; the ids it
+// gives records make the store keep each once.
+func TestBatchWithLostReplyIsStoredOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "u.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	u, err := st.CreateUser(ctx, store.User{Email: "a@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewRecorder(&lostReply{Store: st}, discard(), Options{FlushInterval: time.Hour})
+	r.Record(ctx, rec(u.ID, "1"))
+	r.Record(ctx, rec(u.ID, "2"))
+	if err := r.Flush(ctx); err == nil {
+		t.Fatal("the first flush did not see the lost reply")
+	}
+	if err := r.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n, err := st.TokensUsed(ctx, u.ID, time.Now().Add(-time.Hour))
+	if err != nil || n != 6 {
+		t.Fatalf("tokens: %d, %v; want the two records once each (6)", n, err)
+	}
+}
