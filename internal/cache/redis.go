@@ -76,12 +76,32 @@ func NewRedis(c redis.UniversalClient, prefix string, ttl time.Duration, maxEntr
 
 // Get returns k's value, or false if k is absent or expired.
 func (r *Redis) Get(ctx context.Context, k Key) ([]byte, bool, error) {
-	if r.bypass() {
+	cmd := r.GetCmd(ctx, k)
+	if cmd == nil {
 		return nil, false, ErrBypassed
 	}
 	cctx, cancel := context.WithTimeout(ctx, r.callTimeout)
 	defer cancel()
-	v, err := r.client.Get(cctx, r.prefix+string(k)).Bytes()
+	_ = r.client.Process(cctx, cmd) // the error is cmd's, read below
+	return r.GetResult(ctx, cmd)
+}
+
+// GetCmd returns the GET that reads k, for a caller that sends it to Redis
+// itself, in a pipeline with commands of its own; GetResult then reads its
+// answer. It returns nil while the cache is bypassed (see
+// [DefaultProbeInterval]): the caller then has nothing to send.
+func (r *Redis) GetCmd(ctx context.Context, k Key) *redis.StringCmd {
+	if r.bypass() {
+		return nil
+	}
+	return redis.NewStringCmd(ctx, "get", r.prefix+string(k))
+}
+
+// GetResult reads the answer of a GET made by GetCmd once it ran, as Get
+// does, and updates the cache's view of Redis's health from it. ctx is
+// the caller's, which tells a failure of Redis from a caller giving up.
+func (r *Redis) GetResult(ctx context.Context, cmd *redis.StringCmd) ([]byte, bool, error) {
+	v, err := cmd.Bytes()
 	if errors.Is(err, redis.Nil) {
 		r.markUp()
 		return nil, false, nil

@@ -2,14 +2,18 @@ package cli
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
-	"time"
 
 	"github.com/agentapi/agentapi/internal/redistest"
 	"github.com/redis/go-redis/v9"
@@ -24,141 +28,205 @@ var notPerRequest = map[string]bool{
 	"zrangebyscore": true,
 }
 
-// monitor reads Redis's MONITOR feed, which lists every command Redis runs
-// and who sent it: a client's address, or "lua" for the commands a script
-// runs inside Redis (those cost no round trip).
-type monitor struct {
-	conn net.Conn
-	r    *bufio.Reader
+// turnProxy sits between a replica and Redis and records its round trips:
+// a turn is what the client sends before Redis answers, so a pipeline of
+// two commands is one turn and two commands sent one after the other are
+// two. Each turn is named by its commands, space-separated, lower-case
+// ("evalsha get").
+type turnProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	turns  map[string]int
 }
 
-func startMonitor(t *testing.T, addr string) *monitor {
+func startTurnProxy(t *testing.T, target string) *turnProxy {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
-	m := &monitor{conn: conn, r: bufio.NewReader(conn)}
-	if _, err := conn.Write([]byte("MONITOR\r\n")); err != nil {
-		t.Fatal(err)
-	}
-	if line := m.line(t); line != "+OK" {
-		t.Fatalf("MONITOR answered %q", line)
-	}
-	return m
+	p := &turnProxy{ln: ln, target: target, turns: map[string]int{}}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(c)
+		}
+	}()
+	return p
 }
 
-func (m *monitor) line(t *testing.T) string {
-	t.Helper()
-	m.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	line, err := m.r.ReadString('\n')
+func (p *turnProxy) addr() string { return p.ln.Addr().String() }
+
+// serve relays one connection. The client's bytes since Redis last
+// answered make up the current turn; Redis's next answer closes it.
+func (p *turnProxy) serve(client net.Conn) {
+	defer client.Close()
+	server, err := net.Dial("tcp", p.target)
 	if err != nil {
-		t.Fatalf("read MONITOR feed: %v", err)
+		return
 	}
-	return strings.TrimRight(line, "\r\n")
-}
-
-// clientCommands reads the feed up to the ECHO of sentinel and returns how
-// often clients sent each command, leaving out script-internal commands,
-// those in notPerRequest and the sentinel itself.
-func (m *monitor) clientCommands(t *testing.T, sentinel string) map[string]int {
-	t.Helper()
-	calls := map[string]int{}
+	defer server.Close()
+	var mu sync.Mutex
+	var pending []byte
+	go func() {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := client.Read(buf)
+			if n > 0 {
+				mu.Lock()
+				pending = append(pending, buf[:n]...)
+				mu.Unlock()
+				if _, werr := server.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				server.Close()
+				return
+			}
+		}
+	}()
+	buf := make([]byte, 32<<10)
 	for {
-		// +1700000000.123456 [0 127.0.0.1:5555] "evalsha" "…" …
-		line := m.line(t)
-		_, rest, ok := strings.Cut(line, " [")
-		source, rest, ok2 := strings.Cut(rest, "] ")
-		if !ok || !ok2 {
-			t.Fatalf("MONITOR line %q", line)
+		n, err := server.Read(buf)
+		if n > 0 {
+			mu.Lock()
+			if len(pending) > 0 {
+				p.record(commandNames(pending))
+				pending = pending[:0]
+			}
+			mu.Unlock()
+			if _, werr := client.Write(buf[:n]); werr != nil {
+				return
+			}
 		}
-		fields := strings.SplitN(rest, `"`, 5)
-		if len(fields) < 3 {
-			t.Fatalf("MONITOR line %q", line)
+		if err != nil {
+			return
 		}
-		cmd := strings.ToLower(fields[1])
-		if cmd == "echo" && len(fields) >= 4 && fields[3] == sentinel {
-			return calls
-		}
-		if strings.HasSuffix(source, " lua") || notPerRequest[cmd] {
-			continue
-		}
-		calls[cmd]++
 	}
 }
 
-// TestChatRedisRoundTrips counts, on Redis's MONITOR feed, the commands
-// one /chat request sends to Redis: the limiter's script, then the cache
-// lookup, then (on a miss) the cache write, each one round trip. It runs
-// against a Redis of its own so that no other test's traffic is counted.
+func (p *turnProxy) record(names []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.turns[strings.Join(names, " ")]++
+}
+
+// take returns the turns recorded since the last take, leaving out those
+// made only of commands in notPerRequest.
+func (p *turnProxy) take() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[string]int{}
+	for turn, n := range p.turns {
+		if slices.ContainsFunc(strings.Fields(turn), func(c string) bool { return !notPerRequest[c] }) {
+			out[turn] += n
+		}
+	}
+	clear(p.turns)
+	return out
+}
+
+// commandNames reads the names of the RESP commands in b (arrays of bulk
+// strings, as clients send them).
+func commandNames(b []byte) []string {
+	var names []string
+	r := bufio.NewReader(bytes.NewReader(b))
+	line := func() string {
+		s, _ := r.ReadString('\n')
+		return strings.TrimRight(s, "\r\n")
+	}
+	for {
+		head := line()
+		if !strings.HasPrefix(head, "*") {
+			return names
+		}
+		n, _ := strconv.Atoi(head[1:])
+		for i := range n {
+			size, _ := strconv.Atoi(strings.TrimPrefix(line(), "$"))
+			arg := make([]byte, size+2)
+			if _, err := io.ReadFull(r, arg); err != nil {
+				return names
+			}
+			if i == 0 {
+				names = append(names, strings.ToLower(string(arg[:size])))
+			}
+		}
+	}
+}
+
+// TestChatRedisRoundTrips counts the round trips one /chat request makes
+// to Redis, through a proxy that sees each one: the limiter's script and
+// the cache lookup travel together as one pipeline, and a miss's cache
+// write follows in a turn of its own once the answer has been sent. It
+// runs against a Redis of its own so that no other test's traffic counts.
 func TestChatRedisRoundTrips(t *testing.T) {
 	t.Parallel()
 	rds := redistest.StartServer(t)
 	up := newCountingUpstream(t)
-	env := replicaEnv(t, rds.URL(), filepath.Join(t.TempDir(), "rt.db"), up.URL)
-	s := startServer(t, env)
 	opts, err := redis.ParseURL(rds.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin := redis.NewClient(opts)
-	defer admin.Close()
-	mon := startMonitor(t, opts.Addr)
+	proxy := startTurnProxy(t, opts.Addr)
+	env := replicaEnv(t, "redis://"+proxy.addr()+"/0", filepath.Join(t.TempDir(), "rt.db"), up.URL)
+	s := startServer(t, env)
 
-	// seen returns the round trips since the last call, by command.
-	phase := 0
-	seen := func() map[string]int {
-		t.Helper()
-		phase++
-		sentinel := fmt.Sprintf("end-of-phase-%d", phase)
-		if err := admin.Echo(t.Context(), sentinel).Err(); err != nil {
-			t.Fatal(err)
-		}
-		return mon.clientCommands(t, sentinel)
-	}
 	// measure runs n requests made by send and returns the round trips to
-	// Redis per request, by command.
-	measure := func(what string, n int, send func(i int) int, wantStatus int) map[string]float64 {
+	// Redis per request, by turn. writes is how many cache writes the
+	// requests start; they are waited for, as they run after the answer.
+	measure := func(what string, n int, send func(i int) int, wantStatus, writes int) map[string]float64 {
 		t.Helper()
-		seen()
+		proxy.take()
 		for i := range n {
 			if st := send(i); st != wantStatus {
 				t.Fatalf("%s %d: status %d, want %d", what, i, st, wantStatus)
 			}
 		}
+		turns := map[string]int{}
+		waitFor(t, what+": cache writes", func() bool {
+			for turn, k := range proxy.take() {
+				turns[turn] += k
+			}
+			return turns["set"] >= writes
+		})
 		per := map[string]float64{}
-		for name, calls := range seen() {
-			per[name] = float64(calls) / float64(n)
+		for turn, calls := range turns {
+			per[turn] = float64(calls) / float64(n)
 		}
-		t.Logf("%s: Redis round trips per request, by command: %v", what, per)
+		t.Logf("%s: Redis round trips per request, by turn: %v", what, per)
 		return per
 	}
 	const n = 4
 	token := signUp(t, s, s, "misses@example.com")
 	// The first request loads the script (EVALSHA, NOSCRIPT, EVAL) and
 	// dials; that happens once per Redis, not per request.
-	t.Logf("first request: Redis round trips by command: %v", func() map[string]int {
-		chat(t, s, token, "warm up")
-		return seen()
-	}())
+	chat(t, s, token, "warm up")
+	waitFor(t, "the warm-up's cache write", func() bool { return proxy.take()["set"] == 1 })
 
-	miss := measure("miss", n, func(i int) int { return chat(t, s, token, fmt.Sprintf("miss %d", i)).status }, http.StatusOK)
-	want := map[string]float64{"evalsha": 1, "get": 1, "set": 1}
-	if !maps.Equal(miss, want) {
-		t.Errorf("a cache miss sends %v to Redis per request, want %v", miss, want)
+	miss := measure("miss", n, func(i int) int { return chat(t, s, token, fmt.Sprintf("miss %d", i)).status }, http.StatusOK, n)
+	if want := map[string]float64{"evalsha get": 1, "set": 1}; !maps.Equal(miss, want) {
+		t.Errorf("a cache miss makes these round trips to Redis per request: %v, want %v", miss, want)
 	}
 
 	hits := signUp(t, s, s, "hits@example.com")
 	chat(t, s, hits, "asked before")
-	hit := measure("hit", n, func(int) int { return chat(t, s, hits, "asked before").status }, http.StatusOK)
-	if want := map[string]float64{"evalsha": 1, "get": 1}; !maps.Equal(hit, want) {
-		t.Errorf("a cache hit sends %v to Redis per request, want %v", hit, want)
+	waitFor(t, "the first ask's cache write", func() bool { return proxy.take()["set"] == 1 })
+	hit := measure("hit", n, func(int) int { return chat(t, s, hits, "asked before").status }, http.StatusOK, 0)
+	if want := map[string]float64{"evalsha get": 1}; !maps.Equal(hit, want) {
+		t.Errorf("a cache hit makes these round trips to Redis per request: %v, want %v", hit, want)
 	}
 
-	// The tier holds 5 requests: the first ask and the hits spent them.
-	limited := measure("limited", n, func(int) int { return chat(t, s, hits, "asked before").status }, http.StatusTooManyRequests)
-	if want := map[string]float64{"evalsha": 1}; !maps.Equal(limited, want) {
-		t.Errorf("a limited request sends %v to Redis, want %v", limited, want)
+	// The tier holds 5 requests: the first ask and the hits spent them. A
+	// refused request's lookup rode along with its decision for nothing,
+	// but cost no round trip of its own.
+	limited := measure("limited", n, func(int) int { return chat(t, s, hits, "asked before").status }, http.StatusTooManyRequests, 0)
+	if want := map[string]float64{"evalsha get": 1}; !maps.Equal(limited, want) {
+		t.Errorf("a limited request makes these round trips to Redis: %v, want %v", limited, want)
 	}
 }

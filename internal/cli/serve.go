@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/agentapi/agentapi/internal/admission"
 	"github.com/agentapi/agentapi/internal/auth"
 	"github.com/agentapi/agentapi/internal/cache"
 	"github.com/agentapi/agentapi/internal/config"
@@ -141,7 +142,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	go pruneRefreshTokens(bg, st, logger)
-	respCache := newCache(cfg, rdb)
+	respCache, written, admit := newCache(cfg, rdb, lim, logger)
 	var tracer trace.Tracer
 	if cfg.OTLPEndpoint != "" {
 		tracer = tracing.Tracer()
@@ -149,6 +150,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		if respCache != nil {
 			respCache = telemetry.Cache{Next: respCache, Tracer: tracer}
 		}
+		if admit != nil {
+			admit.Tracer = tracer
+		}
+	}
+	var admitter httpapi.Admitter
+	if admit != nil {
+		admitter = admit
 	}
 
 	provider, err := newProvider(cfg, m, tracing, logger)
@@ -172,6 +180,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Limiter:      lim,
 		Policies:     policies(cfg),
 		Cache:        respCache,
+		Admitter:     admitter,
+		Caps:         caps(cfg),
 		CacheScope:   cfg.CacheScope,
 		LLM:          provider,
 		DefaultModel: cfg.LLMModel,
@@ -251,6 +261,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err := rec.Close(flushCtx); err != nil {
 		return err
 	}
+	// Answers still being written to the cache are kept too (a cache
+	// write is best effort; this only spares the next replica a call).
+	if written != nil {
+		if err := written.Wait(flushCtx); err != nil {
+			logger.Warn("cache writes still pending at exit were dropped", "error", err.Error())
+		}
+	}
 	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("http server: %w", err)
 	}
@@ -318,18 +335,32 @@ func newLimiter(cfg config.Config, rdb *redis.Client, logger *slog.Logger, m *me
 	return ratelimit.NewFallback(ratelimit.NewRedis(rdb, cfg.RedisKeyPrefix+redisLimitPrefix), mem, ratelimit.FallbackOptions{Mode: mode, Logger: logger, OnFallback: m.LimiterFallback, SharedTimeout: cfg.RateLimitRedisTimeout})
 }
 
-// newCache returns nil (caching off) when CACHE_TTL is 0.
-func newCache(cfg config.Config, rdb *redis.Client) interface {
-	Get(ctx context.Context, k cache.Key) ([]byte, bool, error)
-	Set(ctx context.Context, k cache.Key, v []byte) error
-} {
+// caps are the tiers' request caps.
+func caps(cfg config.Config) httpapi.TierCaps {
+	return httpapi.TierCaps{
+		"free": {MaxTokens: cfg.MaxTokensFree, MaxBodyBytes: cfg.MaxBodyBytesFree},
+		"pro":  {MaxTokens: cfg.MaxTokensPro, MaxBodyBytes: cfg.MaxBodyBytesPro},
+	}
+}
+
+// newCache returns the response cache, nil (caching off) when CACHE_TTL is
+// 0. A Redis cache comes with what goes with it: its writes are made in the
+// background (written, waited for at exit), and, when the limiter is in
+// Redis too, the admitter that sends the rate-limit decision and the cache
+// lookup to Redis in one round trip.
+func newCache(cfg config.Config, rdb *redis.Client, lim ratelimit.Limiter, logger *slog.Logger) (c cache.Store, written *cache.Background, admit *admission.Pipelined) {
 	switch {
 	case cfg.CacheTTL == 0:
-		return nil
+		return nil, nil, nil
 	case rdb != nil:
-		return cache.NewRedis(rdb, cfg.RedisKeyPrefix+redisCachePrefix, cfg.CacheTTL, maxCacheEntryBytes)
+		shared := cache.NewRedis(rdb, cfg.RedisKeyPrefix+redisCachePrefix, cfg.CacheTTL, maxCacheEntryBytes)
+		written = cache.NewBackground(shared, 0, 0, logger)
+		if f, ok := lim.(*ratelimit.Fallback); ok {
+			admit = &admission.Pipelined{Limiter: f, Cache: shared}
+		}
+		return written, written, admit
 	default:
-		return cache.NewMemory(cfg.CacheMaxBytes, cfg.CacheTTL)
+		return cache.NewMemory(cfg.CacheMaxBytes, cfg.CacheTTL), nil, nil
 	}
 }
 

@@ -115,6 +115,16 @@ type Config struct {
 
 	CORSOrigins  []string
 	MaxBodyBytes int64
+	// MaxTokensFree and MaxTokensPro cap the completion tokens one call
+	// of the tier may ask for (MAX_TOKENS_FREE, MAX_TOKENS_PRO); 0 means
+	// no cap.
+	MaxTokensFree int64
+	MaxTokensPro  int64
+	// MaxBodyBytesFree and MaxBodyBytesPro bound a model call's request
+	// body per tier, within MaxBodyBytes (MAX_BODY_BYTES_FREE,
+	// MAX_BODY_BYTES_PRO).
+	MaxBodyBytesFree int64
+	MaxBodyBytesPro  int64
 
 	CacheTTL      time.Duration
 	CacheScope    string
@@ -181,6 +191,10 @@ func (c Config) LogValue() slog.Value {
 		slog.Float64("rate_limit_pro_refill", c.RateLimitProRefill),
 		slog.Any("cors_origins", c.CORSOrigins),
 		slog.Int64("max_body_bytes", c.MaxBodyBytes),
+		slog.Int64("max_tokens_free", c.MaxTokensFree),
+		slog.Int64("max_tokens_pro", c.MaxTokensPro),
+		slog.Int64("max_body_bytes_free", c.MaxBodyBytesFree),
+		slog.Int64("max_body_bytes_pro", c.MaxBodyBytesPro),
 		slog.String("cache_ttl", c.CacheTTL.String()),
 		slog.String("cache_scope", c.CacheScope),
 		slog.Int64("cache_max_bytes", c.CacheMaxBytes),
@@ -285,6 +299,13 @@ func Load(getenv func(string) string, envFile string) (Config, error) {
 	c.StreamWriteTimeout = l.duration("STREAM_WRITE_TIMEOUT", 30*time.Second, 100*time.Millisecond)
 	c.TokenBudgetFree = l.integer("TOKEN_BUDGET_FREE", 0, 0, 1<<50)
 	c.TokenBudgetPro = l.integer("TOKEN_BUDGET_PRO", 0, 0, 1<<50)
+	c.MaxTokensFree = l.integer("MAX_TOKENS_FREE", 4096, 0, 1<<30)
+	c.MaxTokensPro = l.integer("MAX_TOKENS_PRO", 0, 0, 1<<30)
+	// A /chat message may be 32,000 characters: up to 375 KiB of JSON
+	// when each is an astral character a client escapes as two \u
+	// sequences (12 bytes). The free default leaves room for that.
+	c.MaxBodyBytesFree = l.bodyCap("MAX_BODY_BYTES_FREE", 512<<10, c.MaxBodyBytes)
+	c.MaxBodyBytesPro = l.bodyCap("MAX_BODY_BYTES_PRO", c.MaxBodyBytes, c.MaxBodyBytes)
 	c.RedisURL = l.redisURL()
 	c.RedisKeyPrefix = l.redisKeyPrefix()
 	if v, ok := l.lookup("DATABASE_URL"); ok && strings.TrimSpace(v) == "" {
@@ -375,6 +396,18 @@ func (l *loader) integer(name string, def, lo, hi int64) int64 {
 		return def
 	}
 	return n
+}
+
+// bodyCap reads a per-tier body bound, which may not exceed ceiling (the
+// server-wide MAX_BODY_BYTES); an unset one defaults to def or ceiling,
+// whichever is smaller.
+func (l *loader) bodyCap(name string, def, ceiling int64) int64 {
+	v := l.integer(name, min(def, ceiling), 1, 1<<30)
+	if v > ceiling {
+		l.fail(name, fmt.Sprintf("%d is above MAX_BODY_BYTES (%d), which bounds every request first", v, ceiling))
+		return ceiling
+	}
+	return v
 }
 
 func (l *loader) float(name string, def float64) float64 {

@@ -37,6 +37,10 @@ func TestDefaults(t *testing.T) {
 		{"RateLimitProRefill", c.RateLimitProRefill, 10.0},
 		{"UpstreamTimeout", c.UpstreamTimeout, 60 * time.Second},
 		{"MaxBodyBytes", c.MaxBodyBytes, int64(1 << 20)},
+		{"MaxTokensFree", c.MaxTokensFree, int64(4096)},
+		{"MaxTokensPro", c.MaxTokensPro, int64(0)},
+		{"MaxBodyBytesFree", c.MaxBodyBytesFree, int64(512 << 10)},
+		{"MaxBodyBytesPro", c.MaxBodyBytesPro, int64(1 << 20)},
 		{"CacheTTL", c.CacheTTL, time.Hour},
 		{"CacheScope", c.CacheScope, "user"},
 		{"DatabaseURL", c.DatabaseURL, "agentapi.db"},
@@ -198,5 +202,22 @@ func TestLogValueMasksSecrets(t *testing.T) {
 	}
 	if !strings.Contains(out, `"llm_model":"gpt-4o-mini"`) {
 		t.Errorf("log line lacks the effective settings: %s", out)
+	}
+}
+
+func TestTierBodyCaps(t *testing.T) {
+	t.Parallel()
+	// A smaller server-wide bound lowers the tiers' defaults with it.
+	c, err := Load(env(map[string]string{"MAX_BODY_BYTES": "100000"}), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxBodyBytesFree != 100000 || c.MaxBodyBytesPro != 100000 {
+		t.Errorf("tier bounds %d, %d under MAX_BODY_BYTES=100000, want both 100000", c.MaxBodyBytesFree, c.MaxBodyBytesPro)
+	}
+	// A tier bound set above it is a mistake, reported by name.
+	_, err = Load(env(map[string]string{"MAX_BODY_BYTES": "100000", "MAX_BODY_BYTES_PRO": "200000", "MAX_TOKENS_FREE": "-1"}), "")
+	if err == nil || !strings.Contains(err.Error(), "MAX_BODY_BYTES_PRO: 200000 is above MAX_BODY_BYTES") || !strings.Contains(err.Error(), "MAX_TOKENS_FREE") {
+		t.Errorf("err = %v, want MAX_BODY_BYTES_PRO and MAX_TOKENS_FREE named", err)
 	}
 }

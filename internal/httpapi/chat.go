@@ -25,36 +25,6 @@ const (
 // the user holds, so a second API key does not double the limit.
 func rateLimitKey(userID string) string { return "user:" + userID }
 
-// rateLimit spends one token of the caller's bucket or answers 429 with the
-// prototype's body. Every answer carries the IETF RateLimit headers.
-func rateLimit(logger *slog.Logger, lim limiter, policies Policies) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			p := principalFrom(r.Context())
-			pol := policies.For(p.Tier)
-			info := requestInfoFrom(r.Context())
-			info.tier = pol.Name
-			d, err := lim.Allow(r.Context(), rateLimitKey(p.UserID), pol)
-			if err != nil {
-				info.limit = "error"
-				writeError(w, r, logger, err)
-				return
-			}
-			setRateLimitHeaders(w.Header(), pol, d)
-			info.limit = "allowed"
-			if !d.Allowed {
-				info.limit = "limited"
-				w.Header().Set("Retry-After", strconv.FormatInt(ceilSeconds(d.RetryAfter, 1), 10))
-				writeError(w, r, logger, &apiError{status: http.StatusTooManyRequests, message: rateLimitBody{
-					Error: "Rate limit exceeded", Tier: pol.Name, Limit: pol.Capacity,
-				}})
-				return
-			}
-			next.ServeHTTP(w, r)
-		})
-	}
-}
-
 // rateLimitBody is the prototype's 429 detail, field for field.
 type rateLimitBody struct {
 	Error string `json:"error"`
@@ -130,6 +100,7 @@ func validModel(m string) bool {
 func handleChat(g *gateway) http.Handler {
 	logger, c, provider, defaultModel := g.logger, g.cache, g.llm, g.defaultModel
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		caps := g.limitBody(w, r)
 		var in chatRequest
 		if err := decodeJSON(r, &in); err != nil {
 			writeError(w, r, logger, err)
@@ -158,31 +129,36 @@ func handleChat(g *gateway) http.Handler {
 		p := principalFrom(ctx)
 		info := requestInfoFrom(ctx)
 
-		body, err := json.Marshal(upstreamChat{Model: model, Messages: []upstreamMessage{{Role: "user", Content: *in.Message}}})
+		body, err := json.Marshal(upstreamChat{Model: model, Messages: []upstreamMessage{{Role: "user", Content: *in.Message}},
+			MaxCompletionTokens: caps.MaxTokens})
 		if err != nil {
 			writeError(w, r, logger, err)
 			return
 		}
 		if in.Stream != nil && *in.Stream {
 			// Streams are not cached: the cache keeps whole answers.
+			if _, _, ok := g.admit(w, r, "", false); !ok {
+				return
+			}
 			g.streamChatAnswer(w, r, body, model, *in.Message)
 			return
 		}
 		var key cache.Key
 		if c != nil {
 			key = g.cacheKey("chat", p, model, body)
-			if b, ok, err := c.Get(ctx, key); err == nil && ok {
-				var hit chatResponse
-				if json.Unmarshal(b, &hit) == nil {
-					info.cache = "hit"
-					// A hit costs no tokens: nothing was generated for it.
-					writeJSON(w, http.StatusOK, chatResponse{Response: hit.Response, TokensUsed: 0, FromCache: true})
-					return
-				}
-			} else if err != nil {
-				// The cache is an optimisation: on trouble, go to the model.
-				logger.LogAttrs(ctx, slog.LevelWarn, "cache get failed", slog.String("request_id", info.id), slog.String("error", err.Error()))
+		}
+		cached, hit, ok := g.admit(w, r, key, c != nil)
+		if !ok {
+			return
+		}
+		if hit {
+			var prev chatResponse
+			if json.Unmarshal(cached, &prev) == nil {
+				// A hit costs no tokens: nothing was generated for it.
+				writeJSON(w, http.StatusOK, chatResponse{Response: prev.Response, TokensUsed: 0, FromCache: true})
+				return
 			}
+			// Not an answer of ours: ask the model, and overwrite it.
 			info.cache = "miss"
 		}
 
@@ -209,9 +185,7 @@ func handleChat(g *gateway) http.Handler {
 		out := chatResponse{Response: content, TokensUsed: u.TotalTokens}
 		if c != nil {
 			if b, err := json.Marshal(out); err == nil {
-				if err := c.Set(ctx, key, b); err != nil {
-					logger.LogAttrs(ctx, slog.LevelWarn, "cache set failed", slog.String("request_id", info.id), slog.String("error", err.Error()))
-				}
+				g.store(ctx, key, b)
 				// The bytes just cached are the answer, as writeJSON would
 				// write it (it appends the newline too); marshal once.
 				writeRawJSON(w, http.StatusOK, append(b, '\n'))
@@ -233,6 +207,8 @@ func usedModel(resp *llm.Response, requested string) string {
 type upstreamChat struct {
 	Model    string            `json:"model"`
 	Messages []upstreamMessage `json:"messages"`
+	// MaxCompletionTokens is the tier's cap, when it has one.
+	MaxCompletionTokens int64 `json:"max_completion_tokens,omitempty"`
 }
 
 type upstreamMessage struct {

@@ -10,10 +10,12 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/agentapi/agentapi/internal/admission"
 	"github.com/agentapi/agentapi/internal/budget"
 	"github.com/agentapi/agentapi/internal/cache"
 	"github.com/agentapi/agentapi/internal/llm"
 	"github.com/agentapi/agentapi/internal/metrics"
+	"github.com/agentapi/agentapi/internal/ratelimit"
 	"github.com/agentapi/agentapi/internal/store"
 )
 
@@ -57,11 +59,15 @@ const settleTimeout = 2 * time.Second
 const defaultStreamWriteTimeout = 30 * time.Second
 
 // gateway is what every handler that calls the model shares: the provider,
-// the cache, budgets, usage accounting and the model allowlist. It is built
-// once from Deps.
+// the rate limiter, the cache, budgets, usage accounting, the tiers' caps
+// and the model allowlist. It is built once from Deps.
 type gateway struct {
 	logger       *slog.Logger
 	llm          modelProvider
+	limiter      limiter
+	policies     Policies
+	admitter     Admitter // nil: the limiter, then the cache
+	caps         TierCaps
 	cache        responseCache // nil: no caching
 	cacheScope   string
 	usage        usageRecorder // nil: nothing recorded
@@ -79,6 +85,10 @@ func newGateway(d Deps) *gateway {
 	g := &gateway{
 		logger:       d.Logger,
 		llm:          d.LLM,
+		limiter:      d.Limiter,
+		policies:     d.Policies,
+		admitter:     d.Admitter,
+		caps:         d.Caps,
 		cache:        d.Cache,
 		cacheScope:   d.CacheScope,
 		usage:        d.Usage,
@@ -99,6 +109,112 @@ func newGateway(d Deps) *gateway {
 		g.writeTimeout = defaultStreamWriteTimeout
 	}
 	return g
+}
+
+// Admitter makes the rate-limit decision and reads the cache in one call
+// (admission.Pipelined: one Redis round trip for both).
+type Admitter interface {
+	AllowAndGet(ctx context.Context, key string, p ratelimit.Policy, k cache.Key) (admission.Result, error)
+}
+
+// admit spends one token of the caller's bucket and, when lookup is set,
+// reads the cache entry under key. It answers a refused request itself
+// (429 with the prototype's body, or the limiter's error) and returns
+// ok=false; otherwise it returns the cached answer, if there is one. Every
+// answer carries the IETF RateLimit headers.
+//
+// Handlers call it once the request is known to be valid, so a request
+// refused as malformed spends nothing, and a cacheable one pays a single
+// Redis round trip for the decision and the lookup together.
+func (g *gateway) admit(w http.ResponseWriter, r *http.Request, key cache.Key, lookup bool) (cached []byte, hit, ok bool) {
+	ctx := r.Context()
+	p := principalFrom(ctx)
+	pol := g.policies.For(p.Tier)
+	info := requestInfoFrom(ctx)
+	info.tier = pol.Name
+	lookup = lookup && g.cache != nil
+	var res admission.Result
+	var err error
+	if lookup && g.admitter != nil {
+		res, err = g.admitter.AllowAndGet(ctx, rateLimitKey(p.UserID), pol, key)
+	} else {
+		res.Decision, err = g.limiter.Allow(ctx, rateLimitKey(p.UserID), pol)
+	}
+	if err != nil {
+		info.limit = "error"
+		writeError(w, r, g.logger, err)
+		return nil, false, false
+	}
+	d := res.Decision
+	setRateLimitHeaders(w.Header(), pol, d)
+	if !d.Allowed {
+		info.limit = "limited"
+		w.Header().Set("Retry-After", strconv.FormatInt(ceilSeconds(d.RetryAfter, 1), 10))
+		writeError(w, r, g.logger, &apiError{status: http.StatusTooManyRequests, message: rateLimitBody{
+			Error: "Rate limit exceeded", Tier: pol.Name, Limit: pol.Capacity,
+		}})
+		return nil, false, false
+	}
+	info.limit = "allowed"
+	if !lookup {
+		return nil, false, true
+	}
+	if !res.LookedUp {
+		res.Value, res.Hit, res.CacheErr = g.cache.Get(ctx, key)
+	}
+	if res.CacheErr != nil {
+		// The cache is an optimisation: on trouble, go to the model.
+		g.logger.LogAttrs(ctx, slog.LevelWarn, "cache get failed", slog.String("request_id", info.id), slog.String("error", res.CacheErr.Error()))
+	}
+	if res.Hit {
+		info.cache = "hit"
+		return res.Value, true, true
+	}
+	info.cache = "miss"
+	return nil, false, true
+}
+
+// store keeps a model's answer in the cache. A failure is logged and
+// otherwise ignored: the caller has its answer already.
+func (g *gateway) store(ctx context.Context, key cache.Key, answer []byte) {
+	if err := g.cache.Set(ctx, key, answer); err != nil {
+		g.logger.LogAttrs(ctx, slog.LevelWarn, "cache set failed", slog.String("request_id", requestID(ctx)), slog.String("error", err.Error()))
+	}
+}
+
+// RequestCaps bound what one request of a tier may ask for.
+type RequestCaps struct {
+	// MaxTokens is the most completion tokens one call may ask for. A
+	// /v1 call asking for more (max_tokens or max_completion_tokens) gets
+	// 400; one asking for none is sent with max_completion_tokens set to
+	// the cap, and /chat always is. 0 means no cap.
+	MaxTokens int64
+	// MaxBodyBytes bounds the request body of the routes that call the
+	// model, within Deps.MaxBodyBytes (which bounds every route before
+	// the caller is known). 0 means that bound alone.
+	MaxBodyBytes int64
+}
+
+// TierCaps maps a tier to its caps. A tier not listed gets the free
+// tier's, as with Policies.
+type TierCaps map[string]RequestCaps
+
+// For returns tier's caps.
+func (c TierCaps) For(tier string) RequestCaps {
+	if v, ok := c[tier]; ok {
+		return v
+	}
+	return c["free"]
+}
+
+// limitBody bounds the request body by the caller's tier. The answer to
+// a larger body names the limit (413), like the server-wide bound's.
+func (g *gateway) limitBody(w http.ResponseWriter, r *http.Request) RequestCaps {
+	c := g.caps.For(principalFrom(r.Context()).Tier)
+	if c.MaxBodyBytes > 0 {
+		r.Body = http.MaxBytesReader(w, r.Body, c.MaxBodyBytes)
+	}
+	return c
 }
 
 // allowed reports whether the deployment lets requests name model.

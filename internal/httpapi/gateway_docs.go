@@ -23,10 +23,10 @@ type openAIEmbeddingsRequestDoc struct {
 
 // Responses of the OpenAI-compatible routes, whose errors are OpenAI-shaped.
 var (
-	docOpenAIBad          = docResponse{Status: 400, Description: "Invalid request (malformed JSON, a wrong field type, or refused by the provider).", Body: openAIErrorBody{}}
+	docOpenAIBad          = docResponse{Status: 400, Description: "Invalid request (malformed JSON, a wrong field type, max_tokens or max_completion_tokens over the tier's cap, or refused by the provider).", Body: openAIErrorBody{}}
 	docOpenAIUnauthorized = docResponse{Status: 401, Description: "Missing, invalid, revoked or disabled credential (code invalid_api_key).", Body: openAIErrorBody{}}
 	docOpenAIModel        = docResponse{Status: 404, Description: "Model not allowed or unknown (code model_not_found).", Body: openAIErrorBody{}}
-	docOpenAITooLarge     = docResponse{Status: 413, Description: "Body larger than MAX_BODY_BYTES.", Body: openAIErrorBody{}}
+	docOpenAITooLarge     = docResponse{Status: 413, Description: "Body larger than MAX_BODY_BYTES, or than the tier's MAX_BODY_BYTES_<TIER>.", Body: openAIErrorBody{}}
 	docOpenAILimited      = docResponse{Status: 429, Description: "Rate limit (code rate_limit_exceeded, see Retry-After) or daily token budget used up (code insufficient_quota, X-Should-Retry: false).", Body: openAIErrorBody{}}
 	docOpenAIUpstream     = docResponse{Status: 502, Description: "Every upstream failed (type api_error).", Body: openAIErrorBody{}}
 	docOpenAIBusy         = docResponse{Status: 503, Description: "Upstreams rate limiting us, or the token budget store down; see Retry-After.", Body: openAIErrorBody{}}
@@ -52,7 +52,8 @@ func gatewayOperations() []operation {
 			Responses:   []docResponse{{Status: 204, Description: "Revoked (also when it already was)."}, docUnauthorized, docForbidden, docNotFound}},
 
 		{Method: "POST", Path: "/v1/chat/completions", Tag: "openai", Auth: true, Summary: "OpenAI chat completions (plain or streamed)",
-			Description: "OpenAI's request and answer; fields other than model, stream, stream_options and max_tokens are passed through untouched. " +
+			Description: "OpenAI's request and answer; fields other than model, stream, stream_options, max_tokens and max_completion_tokens are passed through untouched. " +
+				"A call over the tier's completion-token cap (MAX_TOKENS_<TIER>) is 400; one naming no limit is sent with max_completion_tokens set to the cap. " +
 				"With stream: true the answer is text/event-stream in OpenAI's chunk format. Rate limited, cached (plain answers), budgeted and counted like /chat. Accepts a JWT or an API key.",
 			Request: openAIChatRequestDoc{},
 			Responses: []docResponse{{Status: 200, Description: "A chat.completion object, or an event stream of chat.completion.chunk objects ending in [DONE].", Body: map[string]any{}},

@@ -136,6 +136,11 @@ type testOptions struct {
 	// denyList and revoker share logouts, as replicas on one Redis do.
 	denyList *auth.DenyList
 	revoker  revoker
+	// caps are the tiers' request caps (nil: none).
+	caps TierCaps
+	// cache replaces the in-process cache; admitter is Deps.Admitter.
+	cache    responseCache
+	admitter Admitter
 }
 
 func newTestAPI(t *testing.T, o testOptions) *testAPI {
@@ -196,7 +201,10 @@ func newTestAPI(t *testing.T, o testOptions) *testAPI {
 		recorder = o.recorder
 	}
 	var c responseCache
-	if !o.noCache {
+	switch {
+	case o.cache != nil:
+		c = o.cache
+	case !o.noCache:
 		c = cache.NewMemory(8<<20, time.Hour)
 	}
 	m := metrics.New()
@@ -211,7 +219,7 @@ func newTestAPI(t *testing.T, o testOptions) *testAPI {
 		Tokens:   tokens,
 		Limiter:  ratelimit.NewMemory(1000),
 		Policies: Policies{"free": {Name: "free", Capacity: o.capacity, RefillPerSecond: o.refill}, "pro": {Name: "pro", Capacity: 1000, RefillPerSecond: 10}},
-		Cache:    c, CacheScope: o.cacheScope,
+		Cache:    c, CacheScope: o.cacheScope, Admitter: o.admitter, Caps: o.caps,
 		LLM: provider, DefaultModel: "test-model",
 		APIKeys: st, UsageReports: st,
 		Budget: budget.NewMemory(nil), TokenBudgets: TokenBudgets{"free": o.budgetFree},

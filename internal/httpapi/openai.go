@@ -7,12 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/agentapi/agentapi/internal/cache"
 	"github.com/agentapi/agentapi/internal/llm"
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
@@ -27,6 +27,9 @@ type openAIRequest struct {
 	stream       bool
 	includeUsage bool  // the client asked for stream usage itself
 	maxTokens    int64 // max_tokens or max_completion_tokens, whichever is larger
+	// maxTokensParam names the field maxTokens came from; "" when the
+	// client set neither.
+	maxTokensParam string
 }
 
 // errOpenAIParam is a 400 about one field, in OpenAI's words.
@@ -113,7 +116,9 @@ func readOpenAIRequest(r *http.Request) ([]byte, openAIRequest, error) {
 				problem = errOpenAIParam(name, fmt.Sprintf("'%s' must be a non-negative integer", name))
 				return false
 			}
-			req.maxTokens = max(req.maxTokens, int64(v.Num))
+			if n := int64(v.Num); req.maxTokensParam == "" || n > req.maxTokens {
+				req.maxTokens, req.maxTokensParam = n, name
+			}
 		}
 		return true
 	})
@@ -121,6 +126,31 @@ func readOpenAIRequest(r *http.Request) ([]byte, openAIRequest, error) {
 		return nil, req, problem
 	}
 	return body, req, nil
+}
+
+// applyTokenCap holds a call to the caller's completion-token cap: a
+// request asking for more is refused, one asking for nothing is given
+// the cap as max_completion_tokens (the field every current OpenAI model
+// takes; providers that only know max_tokens ignore it).
+func applyTokenCap(body []byte, req openAIRequest, c RequestCaps, tier string) ([]byte, error) {
+	if c.MaxTokens <= 0 {
+		return body, nil
+	}
+	if req.maxTokensParam != "" {
+		if req.maxTokens > c.MaxTokens {
+			return nil, errOpenAIParam(req.maxTokensParam, fmt.Sprintf("'%s' is %d; the %s tier allows at most %d completion tokens per call",
+				req.maxTokensParam, req.maxTokens, tier, c.MaxTokens))
+		}
+		return body, nil
+	}
+	// The budget's hold stays what the client asked for (the prompt
+	// alone): holding the whole cap would refuse calls near the end of a
+	// budget that would have fitted.
+	out, err := sjson.SetBytes(body, "max_completion_tokens", c.MaxTokens)
+	if err != nil {
+		return nil, fmt.Errorf("set max_completion_tokens: %w", err)
+	}
+	return out, nil
 }
 
 // withModel returns body naming model, adding it when the client named
@@ -236,6 +266,7 @@ func promptText(request []byte) string {
 // answer, plain or streamed, limited, cached, budgeted and counted.
 func handleChatCompletions(g *gateway) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		caps := g.limitBody(w, r)
 		body, req, err := readOpenAIRequest(r)
 		if err != nil {
 			writeError(w, r, g.logger, err)
@@ -253,7 +284,15 @@ func handleChatCompletions(g *gateway) http.Handler {
 			writeError(w, r, g.logger, err)
 			return
 		}
+		if body, err = applyTokenCap(body, req, caps, g.policies.For(principalFrom(r.Context()).Tier).Name); err != nil {
+			writeError(w, r, g.logger, err)
+			return
+		}
 		if req.stream {
+			// Streams are not cached: the cache keeps whole answers.
+			if _, _, ok := g.admit(w, r, "", false); !ok {
+				return
+			}
 			g.streamOpenAI(w, r, body, req, model)
 			return
 		}
@@ -268,6 +307,7 @@ func handleChatCompletions(g *gateway) http.Handler {
 // chat completion.
 func handleEmbeddings(g *gateway) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.limitBody(w, r)
 		body, req, err := readOpenAIRequest(r)
 		if err != nil {
 			writeError(w, r, g.logger, err)
@@ -295,20 +335,20 @@ func (g *gateway) plainCall(w http.ResponseWriter, r *http.Request, endpoint str
 	call func(context.Context, []byte) (*llm.Response, error), answerText func(*llm.Response) string) {
 	ctx := r.Context()
 	p := principalFrom(ctx)
-	info := requestInfoFrom(ctx)
 	useCache := g.cache != nil && !bypassCache(r)
-	var key = g.cacheKey(endpoint, p, model, compactJSON(body))
+	var key cache.Key
 	if useCache {
-		if b, ok, err := g.cache.Get(ctx, key); err == nil && ok {
-			info.cache = "hit"
-			// A hit generated nothing, so it costs no tokens and no budget.
-			w.Header().Set("X-Cache", "hit")
-			writeRawJSON(w, http.StatusOK, b)
-			return
-		} else if err != nil {
-			g.logger.LogAttrs(ctx, slog.LevelWarn, "cache get failed", slog.String("request_id", info.id), slog.String("error", err.Error()))
-		}
-		info.cache = "miss"
+		key = g.cacheKey(endpoint, p, model, compactJSON(body))
+	}
+	cached, hit, ok := g.admit(w, r, key, useCache)
+	if !ok {
+		return
+	}
+	if hit {
+		// A hit generated nothing, so it costs no tokens and no budget.
+		w.Header().Set("X-Cache", "hit")
+		writeRawJSON(w, http.StatusOK, cached)
+		return
 	}
 	res, err := g.reserve(ctx, p, estimateRequest(body, req.maxTokens))
 	if err != nil {
@@ -329,9 +369,7 @@ func (g *gateway) plainCall(w http.ResponseWriter, r *http.Request, endpoint str
 	}
 	g.finish(ctx, p, res, usedModel(resp, model), u)
 	if useCache {
-		if err := g.cache.Set(ctx, key, resp.Body); err != nil {
-			g.logger.LogAttrs(ctx, slog.LevelWarn, "cache set failed", slog.String("request_id", info.id), slog.String("error", err.Error()))
-		}
+		g.store(ctx, key, resp.Body)
 		w.Header().Set("X-Cache", "miss")
 	}
 	writeRawJSON(w, http.StatusOK, resp.Body)

@@ -75,6 +75,12 @@ type Deps struct {
 	Limiter      limiter
 	Policies     Policies
 	Cache        responseCache // nil disables caching
+	// Admitter, when set, makes the rate-limit decision and the cache
+	// lookup of a cacheable call in one step (admission.Pipelined: one
+	// Redis round trip); nil asks Limiter, then Cache.
+	Admitter Admitter
+	// Caps bound each tier's requests (completion tokens, body size).
+	Caps TierCaps
 	// CacheScope is "user" (each user sees only their own cached answers) or
 	// "global" (identical requests share answers across users).
 	CacheScope   string

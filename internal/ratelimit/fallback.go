@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"sync/atomic"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // FallbackMode says what a [Fallback] does while the shared limiter is
@@ -162,28 +164,63 @@ func (f *Fallback) Down() bool {
 
 // decide runs one Allow (cost 1) or Peek (cost 0).
 func (f *Fallback) decide(ctx context.Context, key string, p Policy, cost int) (Decision, error) {
+	d, _, err := f.decideVia(ctx, key, p, cost, func(ctx context.Context) (Decision, error) {
+		return call(ctx, f.shared, key, p, cost)
+	})
+	return d, err
+}
+
+// sharedWith is a shared limiter that can carry extra Redis commands in the
+// round trip of its decision, as [Redis] can.
+type sharedWith interface {
+	AllowWith(ctx context.Context, key string, p Policy, extra ...redis.Cmder) (Decision, error)
+}
+
+// AllowWith is Allow sending extra commands in the shared limiter's round
+// trip (see [Redis.AllowWith]). sent reports whether they went to Redis:
+// false when the shared limiter was skipped (it is down and no probe is
+// due) or cannot carry commands, in which case the caller must run them
+// itself if it still wants them. When sent, each command holds its own
+// result or error, even if the decision fell back.
+func (f *Fallback) AllowWith(ctx context.Context, key string, p Policy, extra ...redis.Cmder) (d Decision, sent bool, err error) {
+	with, ok := f.shared.(sharedWith)
+	if !ok {
+		d, err := f.Allow(ctx, key, p)
+		return d, false, err
+	}
+	return f.decideVia(ctx, key, p, 1, func(ctx context.Context) (Decision, error) {
+		return with.AllowWith(ctx, key, p, extra...)
+	})
+}
+
+// decideVia makes one decision with shared, bounded by the shared
+// timeout, or by the fallback mode when the shared limiter is down or
+// fails. asked reports whether shared was called.
+func (f *Fallback) decideVia(ctx context.Context, key string, p Policy, cost int, shared func(context.Context) (Decision, error)) (d Decision, asked bool, err error) {
 	// A bad policy is our bug, not Redis's: report it without falling back.
 	if err := p.Validate(); err != nil {
-		return Decision{}, err
+		return Decision{}, false, err
 	}
 	if f.down.Load() && !f.probeDue() {
-		return f.fallback(ctx, key, p, cost, nil)
+		d, err := f.fallback(ctx, key, p, cost, nil)
+		return d, false, err
 	}
 
 	sctx, cancel := context.WithTimeout(ctx, f.sharedTimeout)
-	d, err := call(sctx, f.shared, key, p, cost)
+	d, err = shared(sctx)
 	cancel()
 	if err == nil {
 		f.markUp()
-		return d, nil
+		return d, true, nil
 	}
 	if ctx.Err() != nil {
 		// The caller gave up (client gone, request deadline); that says
 		// nothing about the shared limiter's health.
-		return Decision{}, fmt.Errorf("ratelimit: %w", context.Cause(ctx))
+		return Decision{}, true, fmt.Errorf("ratelimit: %w", context.Cause(ctx))
 	}
 	f.markDown(err)
-	return f.fallback(ctx, key, p, cost, err)
+	d, err = f.fallback(ctx, key, p, cost, err)
+	return d, true, err
 }
 
 // probeDue reports whether this request should try the shared limiter

@@ -96,12 +96,43 @@ func (r *Redis) Peek(ctx context.Context, key string, p Policy) (Decision, error
 	return r.run(ctx, key, p, 0)
 }
 
+// AllowWith is Allow sending extra commands to Redis in the same round
+// trip: one pipeline holds the script's EVALSHA and then extra, so a caller
+// that needs Redis anyway (a cache lookup, say) pays for one round trip,
+// not two. Each extra command carries its own result and error; err is
+// about the decision only. If Redis has lost the script (a restart, SCRIPT
+// FLUSH), the decision is retried alone with EVAL, which also reloads it;
+// extra commands are not sent twice.
+func (r *Redis) AllowWith(ctx context.Context, key string, p Policy, extra ...redis.Cmder) (Decision, error) {
+	if err := p.Validate(); err != nil {
+		return Decision{}, err
+	}
+	keys := []string{r.prefix + key}
+	pipe := r.client.Pipeline()
+	cmd := r.script.EvalSha(ctx, pipe, keys, p.Capacity, p.RefillPerSecond, 1)
+	for _, c := range extra {
+		// Queuing on a pipeline cannot fail; errors come from Exec.
+		_ = pipe.Process(ctx, c)
+	}
+	// Exec's error is the first command's error, which cmd holds too.
+	_, _ = pipe.Exec(ctx)
+	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		cmd = r.script.Eval(ctx, r.client, keys, p.Capacity, p.RefillPerSecond, 1)
+	}
+	return r.decision(key, p, cmd)
+}
+
 // run evaluates the script for key at the given cost.
 func (r *Redis) run(ctx context.Context, key string, p Policy, cost int) (Decision, error) {
 	if err := p.Validate(); err != nil {
 		return Decision{}, err
 	}
-	res, err := r.script.Run(ctx, r.client, []string{r.prefix + key}, p.Capacity, p.RefillPerSecond, cost).Int64Slice()
+	return r.decision(key, p, r.script.Run(ctx, r.client, []string{r.prefix + key}, p.Capacity, p.RefillPerSecond, cost))
+}
+
+// decision reads the script's answer.
+func (r *Redis) decision(key string, p Policy, cmd *redis.Cmd) (Decision, error) {
+	res, err := cmd.Int64Slice()
 	if err != nil {
 		return Decision{}, fmt.Errorf("ratelimit: redis bucket %q: %w", key, err)
 	}

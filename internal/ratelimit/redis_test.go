@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -128,4 +129,38 @@ func BenchmarkRedisAllow(b *testing.B) {
 			}
 		})
 	})
+}
+
+// allowWith is a Limiter whose Allow goes through AllowWith, carrying a
+// PING along, so the shared limiter tests cover the pipelined path.
+type allowWith struct{ *Redis }
+
+func (a allowWith) Allow(ctx context.Context, key string, p Policy) (Decision, error) {
+	ping := redis.NewStatusCmd(ctx, "ping")
+	d, err := a.Redis.AllowWith(ctx, key, p, ping)
+	if err == nil && ping.Val() != "PONG" {
+		return d, fmt.Errorf("the command sent along answered %q, %v", ping.Val(), ping.Err())
+	}
+	return d, err
+}
+
+func TestRedisAllowWith(t *testing.T) {
+	t.Parallel()
+	testLimiter(t, func(t *testing.T) Limiter {
+		return allowWith{NewRedis(redistest.Client(t), redistest.Prefix(t))}
+	})
+}
+
+func TestRedisAllowWithSurvivesScriptFlush(t *testing.T) {
+	t.Parallel()
+	c := redistest.Client(t)
+	l := allowWith{NewRedis(c, redistest.Prefix(t))}
+	p := Policy{Capacity: 3, RefillPerSecond: 0.01}
+	mustAllow(t, l, "k", p)
+	if err := c.ScriptFlush(t.Context()).Err(); err != nil {
+		t.Fatalf("SCRIPT FLUSH: %v", err)
+	}
+	if d := mustAllow(t, l, "k", p); !d.Allowed || d.Remaining != 1 {
+		t.Errorf("AllowWith after SCRIPT FLUSH = %+v, want allowed with remaining 1", d)
+	}
 }
