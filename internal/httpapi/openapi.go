@@ -39,6 +39,7 @@ var (
 	docValidation   = docResponse{Status: 422, Description: "Invalid field values; details name each field.", Body: errorBody{}}
 	docMalformed    = docResponse{Status: 400, Description: "Malformed JSON.", Body: errorBody{}}
 	docTooLarge     = docResponse{Status: 413, Description: "Body larger than MAX_BODY_BYTES.", Body: errorBody{}}
+	docChatTooLarge = docResponse{Status: 413, Description: "Body larger than MAX_BODY_BYTES, or than the tier's MAX_BODY_BYTES_<TIER>.", Body: errorBody{}}
 	docUnauthorized = docResponse{Status: 401, Description: "Missing, invalid or expired credential.", Body: errorBody{}}
 	docForbidden    = docResponse{Status: 403, Description: "Authenticated, but not allowed.", Body: errorBody{}}
 	docRateLimited  = docResponse{Status: 429, Description: "Rate limit exceeded; see Retry-After and the RateLimit headers.", Body: rateLimitErrorBody{}}
@@ -96,11 +97,11 @@ func operations() []operation {
 			Responses:   []docResponse{{Status: 204, Description: "Logged out."}, docMalformed, docUnauthorized}},
 
 		{Method: "POST", Path: "/chat", Tag: "chat", Auth: true, Summary: "Ask the model",
-			Description: "Rate limited per user by tier, and counted against the tier's daily token budget. Identical requests within CACHE_TTL are answered from the cache (from_cache: true, tokens_used: 0). " +
+			Description: "Rate limited per user by tier (a request refused as invalid spends nothing), and counted against the tier's daily token budget; the upstream call carries the tier's completion-token cap (MAX_TOKENS_<TIER>) as max_completion_tokens. Identical requests within CACHE_TTL are answered from the cache (from_cache: true, tokens_used: 0). " +
 				"With stream: true the answer is text/event-stream: delta events ({content}), then one done ({tokens_used, from_cache, model}) or error ({error, request_id}) event. Accepts a JWT or an API key.",
 			Request: chatRequest{},
 			Responses: []docResponse{{Status: 200, Description: "The model's answer (JSON, or an event stream with stream: true).", Body: chatResponse{}},
-				docMalformed, docUnauthorized, docValidation, docBudgetExceeded, docUpstream, docUpstreamBusy, docTimeout}},
+				docMalformed, docUnauthorized, docChatTooLarge, docValidation, docBudgetExceeded, docUpstream, docUpstreamBusy, docTimeout}},
 		{Method: "GET", Path: "/chat/quota", Tag: "chat", Auth: true, Summary: "Rate-limit state",
 			Description: "Reads the caller's bucket without spending from it, and the tokens used today against the tier's daily budget (token_budget).",
 			Responses:   []docResponse{{Status: 200, Description: "The caller's bucket.", Body: quotaResponse{}}, docUnauthorized}},
