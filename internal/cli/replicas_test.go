@@ -131,6 +131,31 @@ func replicaEnv(t *testing.T, redisURL, databaseURL, upstreamURL string) map[str
 	}
 }
 
+// cacheEntries counts the cache entries under env's prefix in its Redis.
+func cacheEntries(t *testing.T, env map[string]string) int {
+	t.Helper()
+	opts, err := redis.ParseURL(env["REDIS_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(opts)
+	defer c.Close()
+	keys, err := c.Keys(t.Context(), env["REDIS_KEY_PREFIX"]+redisCachePrefix+"*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(keys)
+}
+
+// waitCacheEntries waits until the Redis in env holds n cache entries
+// under env's prefix. A miss's answer is written to the cache after it has
+// been sent, so a test that asks again at once, on another replica, first
+// waits for the write.
+func waitCacheEntries(t *testing.T, env map[string]string, n int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("%d cache entries in Redis", n), func() bool { return cacheEntries(t, env) >= n })
+}
+
 // startReplicas starts n servers with env and waits until all listen. On
 // PostgreSQL they start at the same moment, so they also race to migrate the
 // shared schema, which the store serialises with an advisory lock. SQLite
@@ -336,11 +361,12 @@ func TestReplicasShareLimitCacheAndAccounts(t *testing.T) {
 
 	t.Run("cache", func(t *testing.T) {
 		token := signUp(t, rs[1], rs[0], "cache@example.com")
-		before := up.calls.Load()
+		before, entries := up.calls.Load(), cacheEntries(t, env)
 		first := chat(t, rs[0], token, "what do replicas share?")
 		if first.status != http.StatusOK || first.body["from_cache"] != false || first.body["tokens_used"] != 7.0 {
 			t.Fatalf("first ask: %d %v", first.status, first.body)
 		}
+		waitCacheEntries(t, env, entries+1)
 		for _, i := range []int{1, 2} {
 			r := chat(t, rs[i], token, "what do replicas share?")
 			if r.status != http.StatusOK || r.body["from_cache"] != true || r.body["tokens_used"] != 0.0 || r.body["response"] != first.body["response"] {
@@ -537,9 +563,11 @@ func TestReplicasRedisOutageLocal(t *testing.T) {
 		t.Errorf("after Redis returned, %d of 12 requests over 3 replicas passed, want 5 (one shared limit)", passed)
 	}
 	again := signUp(t, rs[1], rs[1], "again@example.com")
+	entries := cacheEntries(t, env)
 	if r := chat(t, rs[0], again, "shared again?"); r.status != http.StatusOK || r.body["from_cache"] != false {
 		t.Fatalf("first ask after recovery: %d %v", r.status, r.body)
 	}
+	waitCacheEntries(t, env, entries+1)
 	if r := chat(t, rs[1], again, "shared again?"); r.status != http.StatusOK || r.body["from_cache"] != true {
 		t.Errorf("repeat on another replica after recovery: %d %v, want a cache hit", r.status, r.body)
 	}
