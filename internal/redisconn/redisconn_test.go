@@ -136,11 +136,16 @@ func TestOpenTalksToRedis(t *testing.T) {
 		t.Fatalf("Open: %v", err)
 	}
 	defer c.Close()
+	// Every call the server makes carries a deadline, which then bounds
+	// the socket I/O; without one the 100ms read timeout applies, which a
+	// loaded machine running the race detector can exceed on a first dial.
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
 	key := redistest.Prefix(t) + "k"
-	if err := c.Set(t.Context(), key, "v", time.Minute).Err(); err != nil {
+	if err := c.Set(ctx, key, "v", time.Minute).Err(); err != nil {
 		t.Fatalf("SET: %v", err)
 	}
-	got, err := c.Get(t.Context(), key).Result()
+	got, err := c.Get(ctx, key).Result()
 	if err != nil || got != "v" {
 		t.Fatalf("GET = %q, %v; want \"v\", nil", got, err)
 	}
