@@ -1,119 +1,15 @@
 package cli
 
 import (
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/agentapi/agentapi/internal/pgtest"
 	"github.com/agentapi/agentapi/internal/store"
 )
-
-// tcpProxy forwards loopback connections to a server and can play that
-// server's failures: silence (connections open, nothing answers, as in a
-// network partition) and refusal (connections closed, nothing listening).
-type tcpProxy struct {
-	ln     net.Listener
-	target string
-
-	mu     sync.Mutex
-	silent bool
-	conns  []net.Conn
-}
-
-func newTCPProxy(t *testing.T, target string) *tcpProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &tcpProxy{ln: ln, target: target}
-	go p.accept()
-	t.Cleanup(p.refuse)
-	return p
-}
-
-func (p *tcpProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *tcpProxy) accept() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, c)
-		silent := p.silent
-		p.mu.Unlock()
-		if silent {
-			continue // held open, never answered
-		}
-		up, err := net.Dial("tcp", p.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, up)
-		p.mu.Unlock()
-		go p.pipe(c, up)
-		go p.pipe(up, c)
-	}
-}
-
-// pipe copies src to dst until either fails, dropping what it reads while
-// the proxy is silent.
-func (p *tcpProxy) pipe(src, dst net.Conn) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		silent := p.silent
-		p.mu.Unlock()
-		if silent {
-			continue
-		}
-		if _, err := dst.Write(buf[:n]); err != nil {
-			return
-		}
-	}
-}
-
-// silence stops all traffic through the proxy without closing anything.
-func (p *tcpProxy) silence() {
-	p.mu.Lock()
-	p.silent = true
-	p.mu.Unlock()
-}
-
-// refuse closes the listener and every connection.
-func (p *tcpProxy) refuse() {
-	p.ln.Close()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
-// viaProxy rewrites a postgres:// URL to connect through p.
-func viaProxy(t *testing.T, databaseURL string, p *tcpProxy) string {
-	t.Helper()
-	u, err := url.Parse(databaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Host = p.addr()
-	return u.String()
-}
 
 // TestPostgresOutageCleanErrors cuts a running server off from PostgreSQL,
 // first by silence and then by refusal. Logging in must then fail promptly
