@@ -2,8 +2,12 @@ package budget
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -17,10 +21,21 @@ const keyTTL = 48 * time.Hour
 // reserveScript checks and reserves in one step, so no two replicas can both
 // see room that only one of them may take.
 //
-// KEYS[1] is the user's counter for the day. ARGV is the limit (0 for none),
-// the amount to reserve and the TTL in seconds. It returns {1, counter after}
-// when admitted and {0, counter} when the budget is used up.
+// KEYS[1] is the user's counter for the day and KEYS[2] the call's mark
+// (below). ARGV is the limit (0 for none), the amount to reserve and the
+// TTL in seconds. It returns {1, counter after} when admitted and
+// {0, counter} when the budget is used up.
+//
+// A reservation leaves a mark holding its answer for markTTL: the Redis
+// client re-sends a command whose reply was lost to a broken connection,
+// Redis may have run it the first time, and the mark makes the second run
+// answer the same without reserving again. settleScript marks its calls
+// the same way.
 const reserveScript = `
+local done = redis.call('GET', KEYS[2])
+if done then
+  return {1, tonumber(done)}
+end
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
 local limit = tonumber(ARGV[1])
 if limit > 0 and used >= limit then
@@ -28,31 +43,48 @@ if limit > 0 and used >= limit then
 end
 used = redis.call('INCRBY', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('SET', KEYS[2], used, 'PX', ARGV[4])
 return {1, used}
 `
 
 // settleScript applies the difference between actual and reserved tokens,
 // never taking the counter below zero (which only an expired key could
-// cause), and keeps the key alive.
+// cause), and keeps the key alive. KEYS[2] is the call's mark, ARGV[3] its
+// lifetime in milliseconds.
 const settleScript = `
+local done = redis.call('GET', KEYS[2])
+if done then
+  return tonumber(done)
+end
 local used = redis.call('INCRBY', KEYS[1], ARGV[1])
 if used < 0 then
   redis.call('SET', KEYS[1], 0)
   used = 0
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], used, 'PX', ARGV[3])
 return used
 `
 
+// markTTL is how long a call's mark lives: far longer than the client's
+// retry, which follows within milliseconds, and short enough that marks
+// cost little memory (one small key per call for this long).
+const markTTL = 10 * time.Second
+
 // Redis keeps budgets in Redis, shared by every replica that uses the same
 // Redis and prefix. One key per user and day, "<prefix><user id>:<date>",
-// holds the counter. It is safe for concurrent use.
+// holds the counter; each reservation and settlement also leaves a
+// short-lived mark, "<prefix>call:<call>". It is safe for concurrent use.
 type Redis struct {
 	client  redis.UniversalClient
 	prefix  string
 	now     func() time.Time
 	reserve *redis.Script
 	settle  *redis.Script
+	// calls names each reservation and settlement: a random prefix for
+	// this budget, then a counter.
+	callPrefix string
+	calls      atomic.Uint64
 }
 
 // NewRedis returns a Redis budget storing counters under prefix. now is the
@@ -61,8 +93,15 @@ func NewRedis(c redis.UniversalClient, prefix string, now func() time.Time) *Red
 	if now == nil {
 		now = time.Now
 	}
-	return &Redis{client: c, prefix: prefix, now: now,
+	b := make([]byte, 8)
+	rand.Read(b) // never fails
+	return &Redis{client: c, prefix: prefix, now: now, callPrefix: prefix + "call:" + hex.EncodeToString(b) + ":",
 		reserve: redis.NewScript(reserveScript), settle: redis.NewScript(settleScript)}
+}
+
+// markKey returns the key of a new call's mark.
+func (r *Redis) markKey() string {
+	return r.callPrefix + strconv.FormatUint(r.calls.Add(1), 36)
 }
 
 func (r *Redis) key(userID, day string) string { return r.prefix + userID + ":" + day }
@@ -74,7 +113,8 @@ func (r *Redis) Reserve(ctx context.Context, userID string, limit, amount int64)
 	}
 	now := r.now()
 	day := dayOf(now)
-	res, err := r.reserve.Run(ctx, r.client, []string{r.key(userID, day)}, max(limit, 0), amount, int64(keyTTL/time.Second)).Int64Slice()
+	res, err := r.reserve.Run(ctx, r.client, []string{r.key(userID, day), r.markKey()},
+		max(limit, 0), amount, int64(keyTTL/time.Second), markTTL.Milliseconds()).Int64Slice()
 	if err != nil {
 		return Reservation{}, Status{}, fmt.Errorf("budget: reserve for user %q: %w", userID, err)
 	}
@@ -93,7 +133,8 @@ func (r *Redis) Settle(ctx context.Context, res Reservation, actual int64) error
 	if res.UserID == "" {
 		return nil
 	}
-	err := r.settle.Run(ctx, r.client, []string{r.key(res.UserID, res.Day)}, actual-res.Amount, int64(keyTTL/time.Second)).Err()
+	err := r.settle.Run(ctx, r.client, []string{r.key(res.UserID, res.Day), r.markKey()},
+		actual-res.Amount, int64(keyTTL/time.Second), markTTL.Milliseconds()).Err()
 	if err != nil {
 		return fmt.Errorf("budget: settle for user %q: %w", res.UserID, err)
 	}

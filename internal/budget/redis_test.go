@@ -78,3 +78,36 @@ func TestRedisUnavailable(t *testing.T) {
 		t.Error("Settle against a dead Redis succeeded")
 	}
 }
+
+// TestRedisRetriedCallsApplyOnce runs a reservation's and a settlement's
+// script twice with the same mark, as the Redis client does when a reply
+// is lost after Redis ran the command: the counter moves once for each.
+func TestRedisRetriedCallsApplyOnce(t *testing.T) {
+	t.Parallel()
+	c := redistest.Client(t)
+	r := NewRedis(c, redistest.Prefix(t), nil)
+	ctx := t.Context()
+	counter := r.key("u1", dayOf(time.Now()))
+	ttl, mark := int64(keyTTL/time.Second), markTTL.Milliseconds()
+
+	reserveMark := r.markKey()
+	for range 2 {
+		res, err := r.reserve.Run(ctx, c, []string{counter, reserveMark}, 0, 30, ttl, mark).Int64Slice()
+		if err != nil || res[0] != 1 || res[1] != 30 {
+			t.Fatalf("reserve = %v, %v; want {1, 30} both times", res, err)
+		}
+	}
+	settleMark := r.markKey()
+	for range 2 {
+		used, err := r.settle.Run(ctx, c, []string{counter, settleMark}, -20, ttl, mark).Int64()
+		if err != nil || used != 10 {
+			t.Fatalf("settle = %d, %v; want 10 both times", used, err)
+		}
+	}
+	if got, err := c.Get(ctx, counter).Int64(); err != nil || got != 10 {
+		t.Errorf("counter = %d, %v; want 10", got, err)
+	}
+	if d, err := c.PTTL(ctx, reserveMark).Result(); err != nil || d <= 0 || d > markTTL {
+		t.Errorf("mark TTL %v, %v; want at most %v", d, err, markTTL)
+	}
+}

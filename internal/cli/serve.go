@@ -110,7 +110,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	ready := []httpapi.ReadyCheck{{Name: "database", Check: st.Ping}}
 	var rdb *redis.Client
 	if cfg.RedisURL != "" {
-		rdb, err = redisconn.Open(redisconn.Options{URL: cfg.RedisURL})
+		// The limiter's deadline (RATE_LIMIT_REDIS_TIMEOUT) may exceed the
+		// client's default read timeout, which would otherwise cut it short.
+		rdb, err = redisconn.Open(redisconn.Options{URL: cfg.RedisURL, IOTimeout: max(cfg.RateLimitRedisTimeout, cache.DefaultCallTimeout)})
 		if err != nil {
 			return fmt.Errorf("REDIS_URL: %w", err)
 		}

@@ -2,7 +2,11 @@ package ratelimit
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -12,7 +16,8 @@ import (
 // replicas sharing the Redis never race each other between read and write.
 //
 // KEYS[1] is the bucket, a hash of tokens (a float) and ts (Redis time in
-// microseconds when tokens was true). ARGV is capacity, refill per second,
+// microseconds when tokens was true), plus the last spending call and its
+// answer (below). ARGV is capacity, refill per second,
 // and cost: 1 for Allow, 0 for Peek. It returns allowed (0/1), whole tokens
 // left, milliseconds until one token, and milliseconds until full, rounded
 // up as decide does in Go.
@@ -26,31 +31,34 @@ import (
 // hash is a full bucket, which is also what expiry turns an idle bucket into,
 // so the TTL is the time until full plus a margin for clock steps. Peek and
 // a denied Allow write nothing: the stored state already implies the answer.
+//
+// ARGV[4] names the call (empty for Peek). A token taken is stored with
+// the call's name and answer, and the same call run again answers the same
+// without taking another: the Redis client re-sends a command whose reply
+// was lost to a broken connection, and Redis may have run it the first
+// time. Only the latest spending call is remembered, which covers the retry
+// that follows at once.
 const bucketScript = `
 if redis.replicate_commands then redis.replicate_commands() end
 
 local capacity = tonumber(ARGV[1])
 local per_us = tonumber(ARGV[2]) / 1000000
 local cost = tonumber(ARGV[3])
+local call = ARGV[4]
+
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts', 'call', 'answer')
+if call ~= '' and state[3] == call and state[4] then
+  local a, b, c, d = string.match(state[4], '^(%d+) (%d+) (%d+) (%d+)$')
+  if a then return {tonumber(a), tonumber(b), tonumber(c), tonumber(d)} end
+end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 
 local tokens = capacity
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local stored, ts = tonumber(state[1]), tonumber(state[2])
 if stored and ts then
   tokens = math.min(capacity, stored + math.max(0, now - ts) * per_us)
-end
-
-local allowed = 0
-if tokens >= 1 then
-  allowed = 1
-  if cost > 0 then
-    tokens = tokens - cost
-    redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'ts', string.format('%.0f', now))
-    redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / per_us / 1000) + 1000)
-  end
 end
 
 -- Milliseconds to refill need tokens, rounded as waitFor does in Go.
@@ -59,11 +67,18 @@ local function wait_ms(need)
   return math.min(3153600000000, math.ceil(math.floor(need / per_us + 0.5) / 1000))
 end
 
-local retry = 0
-if allowed == 0 then
-  retry = math.max(1, wait_ms(1 - tokens))
+if tokens < 1 then
+  return {0, math.floor(tokens), math.max(1, wait_ms(1 - tokens)), wait_ms(capacity - tokens)}
 end
-return {allowed, math.floor(tokens), retry, wait_ms(capacity - tokens)}
+if cost > 0 then
+  tokens = tokens - cost
+  local answer = {1, math.floor(tokens), 0, wait_ms(capacity - tokens)}
+  redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'ts', string.format('%.0f', now),
+    'call', call, 'answer', string.format('%d %d %d %d', answer[1], answer[2], answer[3], answer[4]))
+  redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / per_us / 1000) + 1000)
+  return answer
+end
+return {1, math.floor(tokens), 0, wait_ms(capacity - tokens)}
 `
 
 // Redis is a [Limiter] whose buckets live in Redis, so every replica that
@@ -77,12 +92,23 @@ type Redis struct {
 	client redis.UniversalClient
 	prefix string
 	script *redis.Script
+	// calls names each Allow: a random prefix for this limiter, then a
+	// counter (see the script's ARGV[4]).
+	callPrefix string
+	calls      atomic.Uint64
 }
 
 // NewRedis returns a Redis limiter that stores key's bucket at prefix+key.
 // It does not talk to Redis until the first decision.
 func NewRedis(c redis.UniversalClient, prefix string) *Redis {
-	return &Redis{client: c, prefix: prefix, script: redis.NewScript(bucketScript)}
+	b := make([]byte, 8)
+	rand.Read(b) // never fails
+	return &Redis{client: c, prefix: prefix, script: redis.NewScript(bucketScript), callPrefix: hex.EncodeToString(b) + ":"}
+}
+
+// callName returns a name no other Allow of any replica uses.
+func (r *Redis) callName() string {
+	return r.callPrefix + strconv.FormatUint(r.calls.Add(1), 36)
 }
 
 // Allow takes one token from key's bucket if it has one. A changed policy
@@ -109,7 +135,8 @@ func (r *Redis) AllowWith(ctx context.Context, key string, p Policy, extra ...re
 	}
 	keys := []string{r.prefix + key}
 	pipe := r.client.Pipeline()
-	cmd := r.script.EvalSha(ctx, pipe, keys, p.Capacity, p.RefillPerSecond, 1)
+	call := r.callName()
+	cmd := r.script.EvalSha(ctx, pipe, keys, p.Capacity, p.RefillPerSecond, 1, call)
 	for _, c := range extra {
 		// Queuing on a pipeline cannot fail; errors come from Exec.
 		_ = pipe.Process(ctx, c)
@@ -117,7 +144,7 @@ func (r *Redis) AllowWith(ctx context.Context, key string, p Policy, extra ...re
 	// Exec's error is the first command's error, which cmd holds too.
 	_, _ = pipe.Exec(ctx)
 	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
-		cmd = r.script.Eval(ctx, r.client, keys, p.Capacity, p.RefillPerSecond, 1)
+		cmd = r.script.Eval(ctx, r.client, keys, p.Capacity, p.RefillPerSecond, 1, call)
 	}
 	return r.decision(key, p, cmd)
 }
@@ -127,7 +154,11 @@ func (r *Redis) run(ctx context.Context, key string, p Policy, cost int) (Decisi
 	if err := p.Validate(); err != nil {
 		return Decision{}, err
 	}
-	return r.decision(key, p, r.script.Run(ctx, r.client, []string{r.prefix + key}, p.Capacity, p.RefillPerSecond, cost))
+	call := ""
+	if cost > 0 {
+		call = r.callName()
+	}
+	return r.decision(key, p, r.script.Run(ctx, r.client, []string{r.prefix + key}, p.Capacity, p.RefillPerSecond, cost, call))
 }
 
 // decision reads the script's answer.

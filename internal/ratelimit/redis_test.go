@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -162,5 +163,35 @@ func TestRedisAllowWithSurvivesScriptFlush(t *testing.T) {
 	}
 	if d := mustAllow(t, l, "k", p); !d.Allowed || d.Remaining != 1 {
 		t.Errorf("AllowWith after SCRIPT FLUSH = %+v, want allowed with remaining 1", d)
+	}
+}
+
+// TestRedisRetriedCallSpendsOnce runs one call of the script twice, as the
+// Redis client does when a reply is lost to a broken connection after Redis
+// ran the command: the second run answers as the first without spending.
+func TestRedisRetriedCallSpendsOnce(t *testing.T) {
+	t.Parallel()
+	c := redistest.Client(t)
+	l := NewRedis(c, redistest.Prefix(t))
+	p := Policy{Capacity: 5, RefillPerSecond: 0.001}
+	keys := []string{l.prefix + "k"}
+	run := func(call string) []int64 {
+		t.Helper()
+		res, err := l.script.Run(t.Context(), c, keys, p.Capacity, p.RefillPerSecond, 1, call).Int64Slice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	first := run("replica-a:1")
+	again := run("replica-a:1")
+	if first[1] != 4 || !slices.Equal(first, again) {
+		t.Errorf("a call run twice answered %v then %v, want 4 tokens left both times", first, again)
+	}
+	if other := run("replica-a:2"); other[1] != 3 {
+		t.Errorf("the next call left %d tokens, want 3", other[1])
+	}
+	if d, err := l.Peek(t.Context(), "k", p); err != nil || d.Remaining != 3 {
+		t.Errorf("Peek = %+v, %v; want 3 left", d, err)
 	}
 }

@@ -63,6 +63,11 @@ type Options struct {
 	DB int
 	// Password authenticates the connection, used when URL is empty.
 	Password string
+	// IOTimeout bounds one command's socket reads and writes; 0 means
+	// 100ms. A caller's context deadline shortens it but cannot lengthen
+	// it (go-redis uses the earlier of the two), so it must be at least
+	// the longest deadline any caller gives a command.
+	IOTimeout time.Duration
 }
 
 // Open returns a client for the Redis o describes, with request-path
@@ -72,6 +77,10 @@ func Open(o Options) (*redis.Client, error) {
 	opts, err := o.redisOptions()
 	if err != nil {
 		return nil, err
+	}
+	if o.IOTimeout > 0 {
+		setIfZero(&opts.ReadTimeout, o.IOTimeout)
+		setIfZero(&opts.WriteTimeout, o.IOTimeout)
 	}
 	applyDefaults(opts)
 	return redis.NewClient(opts), nil

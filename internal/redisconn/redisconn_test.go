@@ -51,6 +51,11 @@ func TestOpenOptions(t *testing.T) {
 	overridden := want("redis:6379", 0, "", false)
 	overridden.DialTimeout = time.Second
 	overridden.MaxRetries = 0 // max_retries=-1 means "no retries" to go-redis
+	patient := want("redis:6379", 0, "", false)
+	patient.ReadTimeout, patient.WriteTimeout = 3*time.Second, 3*time.Second
+	urlWins := want("redis:6379", 0, "", false)
+	urlWins.ReadTimeout = 50 * time.Millisecond
+	urlWins.WriteTimeout = 3 * time.Second
 
 	tests := []struct {
 		name string
@@ -62,6 +67,8 @@ func TestOpenOptions(t *testing.T) {
 		{"tls url", Options{URL: "rediss://cache.example.com:6379"}, want("cache.example.com:6379", 0, "", true)},
 		{"addr", Options{Addr: "127.0.0.1:6379", DB: 5, Password: "pw"}, want("127.0.0.1:6379", 5, "pw", false)},
 		{"query overrides", Options{URL: "redis://redis:6379?dial_timeout=1s&max_retries=-1"}, overridden},
+		{"io timeout", Options{URL: "redis://redis:6379", IOTimeout: 3 * time.Second}, patient},
+		{"query wins over io timeout", Options{URL: "redis://redis:6379?read_timeout=50ms", IOTimeout: 3 * time.Second}, urlWins},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
