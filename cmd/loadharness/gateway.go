@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -38,6 +39,12 @@ type gatewayOptions struct {
 	dir      string // for the SQLite file
 	upstream string // OPENAI_BASE_URL
 	redisURL string // empty: in-process limiter and cache
+	// env adds to or overrides the environment below (the soak run's
+	// short upstream timeout and tiny tier).
+	env map[string]string
+	// log, when set, receives every log line after start-up; by default
+	// they are discarded.
+	log io.Writer
 }
 
 // logSink receives the gateway's whole log (start-up lines and one access-log
@@ -47,12 +54,16 @@ type logSink struct {
 	found atomic.Bool
 	mu    sync.Mutex
 	addr  string
+	tee   io.Writer // gets the lines after start-up, when set
 	ready chan struct{}
 	early bytes.Buffer // start-up lines, shown if the gateway fails to start
 }
 
 func (s *logSink) Write(p []byte) (int, error) {
 	if s.found.Load() {
+		if s.tee != nil {
+			return s.tee.Write(p)
+		}
 		return len(p), nil
 	}
 	s.mu.Lock()
@@ -104,6 +115,7 @@ func startGateway(ctx context.Context, o gatewayOptions) (*gateway, error) {
 		// anything else in the same Redis.
 		env["REDIS_KEY_PREFIX"] = "agentapi-harness-" + hex.EncodeToString(secret[:4]) + ":"
 	}
+	maps.Copy(env, o.env)
 	getenv := func(k string) string { return env[k] }
 
 	email := "harness-" + hex.EncodeToString(secret[:6]) + "@example.com"
@@ -114,7 +126,7 @@ func startGateway(ctx context.Context, o gatewayOptions) (*gateway, error) {
 		return nil, fmt.Errorf("%s: users create: %w (%s)", o.name, err, out.String())
 	}
 
-	sink := &logSink{ready: make(chan struct{})}
+	sink := &logSink{ready: make(chan struct{}), tee: o.log}
 	runCtx, stop := context.WithCancel(ctx)
 	g := &gateway{name: o.name, env: env, stop: stop, done: make(chan error, 1)}
 	go func() { g.done <- cli.Run(runCtx, nil, getenv, strings.NewReader(""), sink, sink) }()

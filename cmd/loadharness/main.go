@@ -7,6 +7,11 @@
 // in alternating rounds, open loop at fixed rates and closed loop at maximum
 // throughput, and prints latency added over calling the upstream directly.
 //
+// "loadharness soak" is a different run: minutes of mixed load on one
+// gateway while the upstream and Redis fail on a schedule, judged by how
+// every answer matches the documented behaviour and by goroutines and
+// memory at idle before and after (soak.go).
+//
 // See BENCHMARKS.md for the command lines and recorded figures.
 package main
 
@@ -146,6 +151,9 @@ type results struct {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "soak" {
+		return runSoakCommand(ctx, args[1:], stdout, stderr)
+	}
 	o, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
