@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/agentapi/agentapi/internal/admission"
+	"github.com/agentapi/agentapi/internal/budget"
 	"github.com/agentapi/agentapi/internal/cache"
 	"github.com/agentapi/agentapi/internal/ratelimit"
 	"github.com/tidwall/gjson"
@@ -286,4 +288,59 @@ func (h *heldStore) Set(_ context.Context, k cache.Key, v []byte) error {
 	defer h.mu.Unlock()
 	h.m[k] = v
 	return nil
+}
+
+// downBudget is a budget store that cannot be reached.
+type downBudget struct{}
+
+func (downBudget) Reserve(context.Context, string, int64, int64) (budget.Reservation, budget.Status, error) {
+	return budget.Reservation{}, budget.Status{}, errors.New("budget store: connection refused")
+}
+func (downBudget) Settle(context.Context, budget.Reservation, int64) error {
+	return errors.New("budget store: connection refused")
+}
+func (downBudget) Status(context.Context, string, int64) (budget.Status, error) {
+	return budget.Status{}, errors.New("budget store: connection refused")
+}
+
+// TestQuotaWithBudgetStoreDown: GET /chat/quota follows the same rule as
+// the calls while the budget store is down. Failing open, calls go on and
+// the quota reports the recorded usage; failing closed, both are 503.
+func TestQuotaWithBudgetStoreDown(t *testing.T) {
+	t.Parallel()
+	t.Run("open", func(t *testing.T) {
+		t.Parallel()
+		a := newTestAPI(t, testOptions{budget: downBudget{}, budgetFree: 1000})
+		tok := a.user("open@example.com")
+		if r := a.do("POST", "/chat", tok, map[string]string{"message": "still served"}); r.status != 200 {
+			t.Fatalf("chat with the budget store down, failing open: %d %s", r.status, r.body)
+		}
+		var tb map[string]any
+		waitForT(t, func() bool {
+			r := a.do("GET", "/chat/quota", tok, nil)
+			if r.status != 200 {
+				t.Fatalf("quota: %d %s", r.status, r.body)
+			}
+			tb = r.json(t)["token_budget"].(map[string]any)
+			return tb["used"] == 12.0
+		})
+		if tb["limit"] != 1000.0 || tb["remaining"] != 988.0 {
+			t.Errorf("token_budget %v, want the recorded 12 of 1000", tb)
+		}
+	})
+	t.Run("closed", func(t *testing.T) {
+		t.Parallel()
+		a := newTestAPI(t, testOptions{budget: downBudget{}, budgetFree: 1000, budgetFailClosed: true})
+		tok := a.user("closed@example.com")
+		for _, path := range []string{"/chat", "/chat/quota"} {
+			method, body := "POST", any(map[string]string{"message": "refused"})
+			if path == "/chat/quota" {
+				method, body = "GET", nil
+			}
+			r := a.do(method, path, tok, body)
+			if r.status != 503 || r.header.Get("Retry-After") == "" || !strings.Contains(string(r.body), "request_id") {
+				t.Errorf("%s with the budget store down, failing closed: %d %v %s; want 503 with Retry-After and a request id", path, r.status, r.header, r.body)
+			}
+		}
+	})
 }

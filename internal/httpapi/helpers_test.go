@@ -136,6 +136,10 @@ type testOptions struct {
 	// denyList and revoker share logouts, as replicas on one Redis do.
 	denyList *auth.DenyList
 	revoker  revoker
+	// budget replaces the in-process budget store; budgetFailClosed
+	// answers 503 while it fails (RATE_LIMIT_ON_REDIS_ERROR=deny).
+	budget           budgeter
+	budgetFailClosed bool
 	// caps are the tiers' request caps (nil: none).
 	caps TierCaps
 	// cache replaces the in-process cache; admitter is Deps.Admitter.
@@ -207,6 +211,10 @@ func newTestAPI(t *testing.T, o testOptions) *testAPI {
 	case !o.noCache:
 		c = cache.NewMemory(8<<20, time.Hour)
 	}
+	var bud budgeter = budget.NewMemory(nil)
+	if o.budget != nil {
+		bud = o.budget
+	}
 	m := metrics.New()
 	h, err := NewHandler(Deps{
 		Logger:  logger,
@@ -222,7 +230,7 @@ func newTestAPI(t *testing.T, o testOptions) *testAPI {
 		Cache:    c, CacheScope: o.cacheScope, Admitter: o.admitter, Caps: o.caps,
 		LLM: provider, DefaultModel: "test-model",
 		APIKeys: st, UsageReports: st,
-		Budget: budget.NewMemory(nil), TokenBudgets: TokenBudgets{"free": o.budgetFree},
+		Budget: bud, TokenBudgets: TokenBudgets{"free": o.budgetFree}, BudgetFailOpen: !o.budgetFailClosed,
 		Models: o.models, StreamWriteTimeout: o.writeTimeout,
 		Usage:        recorder,
 		Ready:        []ReadyCheck{{Name: "database", Check: st.Ping}},

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/agentapi/agentapi/internal/budget"
 )
 
 // usageStore is what GET /usage and the quota's token count read.
@@ -27,7 +29,8 @@ type tokenBudgetInfo struct {
 
 // tokenBudget reports the caller's tokens of the day. With budgets on it is
 // the budget's own counter, which includes calls still running; without,
-// it is the recorded usage (written within a second or so of each call).
+// or while the budget store is down and calls go on without it, it is the
+// recorded usage (written within a second or so of each call).
 func (g *gateway) tokenBudget(ctx context.Context, p principal, reports usageStore) (tokenBudgetInfo, error) {
 	now := time.Now().UTC()
 	midnight := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
@@ -43,7 +46,24 @@ func (g *gateway) tokenBudget(ctx context.Context, p principal, reports usageSto
 	limit := g.budgets[p.Tier]
 	st, err := g.budget.Status(ctx, p.UserID, limit)
 	if err != nil {
-		return info, err
+		if ctx.Err() != nil {
+			return info, ctx.Err()
+		}
+		// The budget store is down. As for a call (see reserve), the
+		// configuration says whether that is a 503 or something to carry
+		// on through; carrying on, calls go unbudgeted meanwhile and the
+		// recorded usage is the best count there is.
+		g.logger.LogAttrs(ctx, slog.LevelWarn, "token budget unavailable", slog.String("request_id", requestID(ctx)),
+			slog.Bool("fail_open", g.failOpen), slog.String("error", err.Error()))
+		if !g.failOpen {
+			return info, &apiError{status: http.StatusServiceUnavailable, message: "Token budget unavailable",
+				header: http.Header{"Retry-After": {"1"}}, cause: err}
+		}
+		used, err := reports.TokensUsed(ctx, p.UserID, midnight)
+		if err != nil {
+			return info, err
+		}
+		st = budget.Status{Used: used, Limit: limit}
 	}
 	info.Used = st.Used
 	if limit > 0 {
