@@ -194,6 +194,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			if err := g.close(); err != nil {
 				fmt.Fprintln(stderr, "loadharness:", err)
 			}
+			// A Redis gateway's keys (limiter, cache, login throttle) have
+			// a prefix of the run's own; leave nothing behind.
+			if p := g.env["REDIS_KEY_PREFIX"]; p != "" {
+				if err := deletePrefix(o.redisURL, p); err != nil {
+					fmt.Fprintln(stderr, "loadharness: removing the run's Redis keys:", err)
+				}
+			}
 		}
 	}()
 	gw, err := startGateway(ctx, gatewayOptions{name: "inproc", dir: dir, upstream: up.url})
