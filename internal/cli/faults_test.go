@@ -703,12 +703,8 @@ func leaveAfterFirstEvent(ctx context.Context, cancel context.CancelFunc, baseUR
 func redisBehindProxy(t *testing.T) (direct, proxied string, p *tcpProxy) {
 	t.Helper()
 	direct = redistest.URL(t)
-	u, err := url.Parse(direct)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p = newTCPProxy(t, u.Host)
-	return direct, viaProxy(t, direct, p), p
+	proxied, p = behindProxy(t, direct)
+	return direct, proxied, p
 }
 
 // chats sends n chats with distinct messages and returns their statuses.
@@ -1013,14 +1009,10 @@ func TestFaultRedisSlow(t *testing.T) {
 func TestFaultPostgresDown(t *testing.T) {
 	t.Parallel()
 	direct := pgtest.URL(t) // skips, naming TEST_DATABASE_URL, when unset
-	u, err := url.Parse(direct)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := newTCPProxy(t, u.Host)
+	proxied, proxy := behindProxy(t, direct)
 	redisURL := patientRedis(t, redistest.URL(t))
 	up := newCountingUpstream(t)
-	env := faultEnv(t, redisURL, viaProxy(t, direct, proxy), up.URL, 1000)
+	env := faultEnv(t, redisURL, proxied, up.URL, 1000)
 	env["RATE_LIMIT_REDIS_TIMEOUT"] = "5s"
 	s := startServer(t, env)
 	token, userID := newFaultUser(t, s, "pg-down@example.com")
@@ -1227,13 +1219,9 @@ func TestFaultShutdownWithLiveStreams(t *testing.T) {
 func TestFaultPostgresCommitReplyLost(t *testing.T) {
 	t.Parallel()
 	direct := pgtest.URL(t) // skips, naming TEST_DATABASE_URL, when unset
-	u, err := url.Parse(direct)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := newTCPProxy(t, u.Host)
+	proxied, proxy := behindProxy(t, direct)
 	up := newCountingUpstream(t)
-	env := faultEnv(t, patientRedis(t, redistest.URL(t)), viaProxy(t, direct, proxy), up.URL, 10)
+	env := faultEnv(t, patientRedis(t, redistest.URL(t)), proxied, up.URL, 10)
 	s := startServer(t, env)
 	token, userID := newFaultUser(t, s, "commit-lost@example.com")
 	dropped := proxy.cutAfter("commit\x00") // pgx commits with the simple query "commit"

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"net/http"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -18,13 +17,9 @@ import (
 func TestPostgresOutageCleanErrors(t *testing.T) {
 	t.Parallel()
 	direct := pgtest.URL(t) // skips, naming TEST_DATABASE_URL, when unset
-	u, err := url.Parse(direct)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := newTCPProxy(t, u.Host)
+	proxied, proxy := behindProxy(t, direct)
 	up := newCountingUpstream(t)
-	env := replicaEnv(t, "", viaProxy(t, direct, proxy), up.URL)
+	env := replicaEnv(t, "", proxied, up.URL)
 	delete(env, "REDIS_URL")
 	s := startServer(t, env)
 	creds := map[string]string{"email": "pg@example.com", "password": "correct horse battery"}

@@ -1,9 +1,14 @@
 package cli
 
 import (
+	"bufio"
 	"bytes"
+	"io"
 	"net"
 	"net/url"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -24,6 +29,8 @@ import (
 //     server and runs, and then the connection dies before its reply
 //     arrives, so the client cannot know that it ran.
 //
+// It can also count a Redis client's round trips (recordTurns).
+//
 // The proxy keeps its address for its whole life, so a client configured
 // with it reconnects after restore without being told anything.
 type tcpProxy struct {
@@ -39,6 +46,7 @@ type tcpProxy struct {
 	cutReply chan []byte // gets the reply dropped by the cut
 	links    map[*proxyLink]bool
 	watches  []*replyWatch
+	turns    map[string]int // nil until recordTurns
 }
 
 // proxyLink is one client connection and its connection to the server
@@ -47,6 +55,10 @@ type proxyLink struct {
 	client, server net.Conn
 	// cut is set once a command meant to lose its reply went through.
 	cut atomic.Bool
+	// pending is what the client sent since the server last answered,
+	// while turns are recorded.
+	mu      sync.Mutex
+	pending []byte
 }
 
 func (l *proxyLink) close() {
@@ -129,12 +141,17 @@ func (p *tcpProxy) toServer(l *proxyLink) {
 			return
 		}
 		p.mu.Lock()
-		silent := p.silent
+		silent, recording := p.silent, p.turns != nil
 		if p.cut != nil && bytes.Contains(buf[:n], p.cut) {
 			p.cut = nil
 			l.cut.Store(true)
 		}
 		p.mu.Unlock()
+		if recording {
+			l.mu.Lock()
+			l.pending = append(l.pending, buf[:n]...)
+			l.mu.Unlock()
+		}
 		if silent {
 			continue
 		}
@@ -162,7 +179,16 @@ func (p *tcpProxy) toClient(l *proxyLink) {
 				return
 			}
 			b := bytes.Clone(buf[:n])
+			// The answer closes the client's turn, before the client sees
+			// it and can start the next.
+			l.mu.Lock()
+			turn := l.pending
+			l.pending = nil
+			l.mu.Unlock()
 			p.mu.Lock()
+			if p.turns != nil && len(turn) > 0 {
+				p.turns[strings.Join(commandNames(turn), " ")]++
+			}
 			silent, latency, watches, cutReply := p.silent, p.latency, p.watches, p.cutReply
 			p.mu.Unlock()
 			if silent {
@@ -274,13 +300,72 @@ func (p *tcpProxy) watchReplies(needle string) *atomic.Int64 {
 	return &w.n
 }
 
-// viaProxy rewrites a postgres:// or redis:// URL to connect through p.
-func viaProxy(t *testing.T, serverURL string, p *tcpProxy) string {
+// recordTurns starts counting round trips of a Redis client: a turn is
+// what a client sends before the server answers, so a pipeline of two
+// commands is one turn and two commands sent one after the other are two.
+// Each turn is named by its commands, space-separated, lower-case
+// ("evalsha get").
+func (p *tcpProxy) recordTurns() {
+	p.mu.Lock()
+	if p.turns == nil {
+		p.turns = map[string]int{}
+	}
+	p.mu.Unlock()
+}
+
+// takeTurns returns the turns recorded since the last take, leaving out
+// those made only of commands in skip.
+func (p *tcpProxy) takeTurns(skip map[string]bool) map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[string]int{}
+	for turn, n := range p.turns {
+		if slices.ContainsFunc(strings.Fields(turn), func(c string) bool { return !skip[c] }) {
+			out[turn] += n
+		}
+	}
+	clear(p.turns)
+	return out
+}
+
+// commandNames reads the names of the RESP commands in b (arrays of bulk
+// strings, as Redis clients send them).
+func commandNames(b []byte) []string {
+	var names []string
+	r := bufio.NewReader(bytes.NewReader(b))
+	line := func() string {
+		s, _ := r.ReadString('\n')
+		return strings.TrimRight(s, "\r\n")
+	}
+	for {
+		head := line()
+		if !strings.HasPrefix(head, "*") {
+			return names
+		}
+		n, _ := strconv.Atoi(head[1:])
+		for i := range n {
+			size, _ := strconv.Atoi(strings.TrimPrefix(line(), "$"))
+			arg := make([]byte, size+2)
+			if _, err := io.ReadFull(r, arg); err != nil {
+				return names
+			}
+			if i == 0 {
+				names = append(names, strings.ToLower(string(arg[:size])))
+			}
+		}
+	}
+}
+
+// behindProxy starts a proxy to the server a postgres:// or redis:// URL
+// names, and returns the URL rewritten to connect through it, with the
+// proxy.
+func behindProxy(t *testing.T, serverURL string) (string, *tcpProxy) {
 	t.Helper()
 	u, err := url.Parse(serverURL)
 	if err != nil {
 		t.Fatal(err)
 	}
+	p := newTCPProxy(t, u.Host)
 	u.Host = p.addr()
-	return u.String()
+	return u.String(), p
 }
