@@ -195,18 +195,27 @@ func (f *failAfter) RecordUsage(ctx context.Context, recs []store.UsageRecord) e
 	return f.fakeSink.RecordUsage(ctx, recs)
 }
 
-func TestWithTheRealStore(t *testing.T) {
-	t.Parallel()
+// storeWithUser opens a SQLite store of the test's own, closed when the
+// test ends, holding one user.
+func storeWithUser(t *testing.T) (*store.Store, store.User) {
+	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "u.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { st.Close() })
 	u, err := st.CreateUser(ctx, store.User{Email: "a@example.com"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return st, u
+}
+
+func TestWithTheRealStore(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st, u := storeWithUser(t)
 	r := NewRecorder(st, discard(), Options{FlushInterval: time.Hour})
 	r.Record(ctx, rec(u.ID, "1"))
 	r.Record(ctx, rec("no-such-user", "2"))
@@ -246,15 +255,7 @@ func (l *lostReply) RecordUsage(ctx context.Context, recs []store.UsageRecord) e
 func TestBatchWithLostReplyIsStoredOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "u.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	u, err := st.CreateUser(ctx, store.User{Email: "a@example.com"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, u := storeWithUser(t)
 	r := NewRecorder(&lostReply{Store: st}, discard(), Options{FlushInterval: time.Hour})
 	r.Record(ctx, rec(u.ID, "1"))
 	r.Record(ctx, rec(u.ID, "2"))
