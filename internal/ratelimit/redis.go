@@ -114,12 +114,17 @@ func (r *Redis) callName() string {
 // Allow takes one token from key's bucket if it has one. A changed policy
 // applies from this call on; tokens carry over, capped at the new capacity.
 func (r *Redis) Allow(ctx context.Context, key string, p Policy) (Decision, error) {
-	return r.run(ctx, key, p, 1)
+	return r.AllowWith(ctx, key, p)
 }
 
 // Peek reports key's bucket without taking a token or writing anything.
 func (r *Redis) Peek(ctx context.Context, key string, p Policy) (Decision, error) {
-	return r.run(ctx, key, p, 0)
+	if err := p.Validate(); err != nil {
+		return Decision{}, err
+	}
+	// Cost 0 and no call name: a Peek spends nothing, so it has nothing
+	// to recognise when repeated.
+	return r.decision(key, p, r.script.Run(ctx, r.client, []string{r.prefix + key}, p.Capacity, p.RefillPerSecond, 0, ""))
 }
 
 // AllowWith is Allow sending extra commands to Redis in the same round
@@ -147,18 +152,6 @@ func (r *Redis) AllowWith(ctx context.Context, key string, p Policy, extra ...re
 		cmd = r.script.Eval(ctx, r.client, keys, p.Capacity, p.RefillPerSecond, 1, call)
 	}
 	return r.decision(key, p, cmd)
-}
-
-// run evaluates the script for key at the given cost.
-func (r *Redis) run(ctx context.Context, key string, p Policy, cost int) (Decision, error) {
-	if err := p.Validate(); err != nil {
-		return Decision{}, err
-	}
-	call := ""
-	if cost > 0 {
-		call = r.callName()
-	}
-	return r.decision(key, p, r.script.Run(ctx, r.client, []string{r.prefix + key}, p.Capacity, p.RefillPerSecond, cost, call))
 }
 
 // decision reads the script's answer.
