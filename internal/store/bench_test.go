@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"github.com/google/uuid"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/agentapi/agentapi/internal/pgtest"
@@ -38,6 +40,47 @@ func BenchmarkAPIKeyByHash(b *testing.B) {
 				k, err := s.APIKeyByHash(ctx, hash)
 				if err != nil || k.UserID != u.ID {
 					b.Fatalf("APIKeyByHash = %+v, %v", k, err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkRecordUsage is the usage recorder's write: one batch of records
+// with ids in one transaction, as it is sent every flush. The figure per
+// op is the cost of one record.
+func BenchmarkRecordUsage(b *testing.B) {
+	for _, bk := range []struct {
+		name string
+		url  func(b *testing.B) string
+	}{
+		{"sqlite", func(b *testing.B) string { return filepath.Join(b.TempDir(), "bench.db") }},
+		{"postgres", func(b *testing.B) string { return pgtest.URL(b) }},
+	} {
+		b.Run(bk.name, func(b *testing.B) {
+			ctx := context.Background()
+			s, err := Open(ctx, bk.url(b))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { s.Close() })
+			u, err := s.CreateUser(ctx, User{Email: "bench@example.com"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			const batch = 250
+			recs := make([]UsageRecord, 0, batch)
+			n := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				n++
+				recs = append(recs, UsageRecord{ID: uuid.Must(uuid.NewV7()).String(), UserID: u.ID, Model: "gpt-4o-mini",
+					PromptTokens: 42, CompletionTokens: 58, RequestID: "req-" + strconv.Itoa(n)})
+				if len(recs) == batch {
+					if err := s.RecordUsage(ctx, recs); err != nil {
+						b.Fatal(err)
+					}
+					recs = recs[:0]
 				}
 			}
 		})

@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -88,6 +89,10 @@ type Store struct {
 	// read carries queries. For a SQLite file it is a separate, query-only
 	// pool, since WAL lets readers proceed while a write is in progress.
 	read *sql.DB
+	// insertUsageFull is the INSERT of a full chunk of usage rows, built on
+	// first use.
+	insertUsageOnce sync.Once
+	insertUsageFull string
 }
 
 // Open connects to the database named by databaseURL and brings its schema
@@ -235,6 +240,10 @@ func sqliteDSN(path string, queryOnly bool) string {
 			// NORMAL is durable across application crashes in WAL mode
 			// and skips an fsync per commit.
 			"_pragma=synchronous(NORMAL)",
+			// Temporary data, statement journals included, in memory:
+			// a multi-row insert inside a transaction keeps a statement
+			// journal, and a file for it costs a write call per page.
+			"_pragma=temp_store(MEMORY)",
 			// Take the write lock at BEGIN: a transaction that reads and
 			// then writes would otherwise try to upgrade its lock
 			// mid-way and fail with SQLITE_BUSY, which busy_timeout

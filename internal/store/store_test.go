@@ -534,6 +534,45 @@ func runStoreSuite(t *testing.T, open func(t *testing.T) *Store) {
 		}
 	})
 
+	// Batches longer than one INSERT's rows: every chunk is stored, ids
+	// already stored are skipped in any chunk, and a missing user in a later
+	// chunk undoes the earlier chunks too.
+	t.Run("UsageBatchesOfManyChunks", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		ctx := t.Context()
+		u := mustCreateUser(t, s, "chunks@example.com")
+		at := time.Date(2025, 7, 1, 12, 0, 0, 0, time.UTC)
+		n := 2*usageRowsPerInsert + 37
+		batch := make([]UsageRecord, n)
+		for i := range batch {
+			batch[i] = UsageRecord{ID: fmt.Sprintf("r%04d", i), UserID: u.ID, Model: "m", PromptTokens: 1, CompletionTokens: int64(i), At: at}
+		}
+		if err := s.RecordUsage(ctx, batch[:usageRowsPerInsert+10]); err != nil {
+			t.Fatal(err)
+		}
+		// The whole batch again: the first 110 are already stored.
+		if err := s.RecordUsage(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+		want := int64(n) + int64(n*(n-1)/2)
+		if got, err := s.TokensUsed(ctx, u.ID, at.Add(-time.Hour)); err != nil || got != want {
+			t.Errorf("TokensUsed = %d, %v; want %d (each of %d records once)", got, err, want, n)
+		}
+
+		bad := make([]UsageRecord, usageRowsPerInsert+5)
+		for i := range bad {
+			bad[i] = UsageRecord{ID: fmt.Sprintf("x%04d", i), UserID: u.ID, Model: "m", PromptTokens: 1000, At: at}
+		}
+		bad[len(bad)-1].UserID = "no-such-user"
+		if err := s.RecordUsage(ctx, bad); !errors.Is(err, ErrNotFound) {
+			t.Errorf("a missing user in the last chunk: error = %v, want ErrNotFound", err)
+		}
+		if got, err := s.TokensUsed(ctx, u.ID, at.Add(-time.Hour)); err != nil || got != want {
+			t.Errorf("TokensUsed after a refused batch = %d, %v; want %d (nothing of it kept)", got, err, want)
+		}
+	})
+
 	t.Run("ConcurrentCreateUser", func(t *testing.T) {
 		t.Parallel()
 		s := open(t)
@@ -776,6 +815,7 @@ func TestSQLiteSettings(t *testing.T) {
 		{"write", "foreign_keys", "1"},
 		{"write", "busy_timeout", "5000"},
 		{"write", "query_only", "0"},
+		{"write", "temp_store", "2"},
 		{"read", "journal_mode", "wal"},
 		{"read", "foreign_keys", "1"},
 		{"read", "busy_timeout", "5000"},

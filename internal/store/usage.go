@@ -3,8 +3,10 @@ package store
 import (
 	"cmp"
 	"context"
+	"database/sql"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -66,30 +68,43 @@ func (s *Store) RecordUsage(ctx context.Context, recs []UsageRecord) (err error)
 	// After a successful Commit this is a no-op; after a failure it undoes
 	// the part of the batch already inserted.
 	defer func() { _ = tx.Rollback() }()
-	stmt, err := tx.PrepareContext(ctx, s.q(`INSERT INTO usage_records
-		(user_id, key_id, model, prompt_tokens, completion_tokens, at, request_id, record_id)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (record_id) DO NOTHING`))
-	if err != nil {
-		return fmt.Errorf("store: record usage: %w", err)
-	}
-	defer stmt.Close()
 	recordedAt := now()
-	for _, r := range recs {
-		at := r.At
-		if at.IsZero() {
-			at = recordedAt
-		}
-		var id any // NULL without an ID: never a conflict
-		if r.ID != "" {
-			id = r.ID
-		}
-		if _, err := stmt.ExecContext(ctx, r.UserID, r.KeyID, r.Model,
-			r.PromptTokens, r.CompletionTokens, toMillis(at), r.RequestID, id); err != nil {
-			if isForeignKeyViolation(err) {
-				return fmt.Errorf("store: record usage for user id %q: %w", r.UserID, ErrNotFound)
+	// Rows go in by the hundred, one statement each: per row, a statement
+	// of its own costs a round trip on PostgreSQL and the statement
+	// machinery on SQLite, several times the insert itself.
+	args := make([]any, 0, min(len(recs), usageRowsPerInsert)*usageColumns)
+	var full *sql.Stmt // the full-chunk INSERT, prepared once per batch
+	for start := 0; start < len(recs); start += usageRowsPerInsert {
+		chunk := recs[start:min(start+usageRowsPerInsert, len(recs))]
+		args = args[:0]
+		for _, r := range chunk {
+			at := r.At
+			if at.IsZero() {
+				at = recordedAt
 			}
-			return fmt.Errorf("store: record usage for user id %q: %w", r.UserID, err)
+			var id any // NULL without an ID: never a conflict
+			if r.ID != "" {
+				id = r.ID
+			}
+			args = append(args, r.UserID, r.KeyID, r.Model, r.PromptTokens, r.CompletionTokens, toMillis(at), r.RequestID, id)
+		}
+		var err error
+		if len(chunk) == usageRowsPerInsert {
+			if full == nil {
+				if full, err = tx.PrepareContext(ctx, s.insertUsageQuery(usageRowsPerInsert)); err != nil {
+					return fmt.Errorf("store: record usage: %w", err)
+				}
+				defer full.Close()
+			}
+			_, err = full.ExecContext(ctx, args...)
+		} else {
+			_, err = tx.ExecContext(ctx, s.insertUsageQuery(len(chunk)), args...)
+		}
+		if err != nil {
+			if isForeignKeyViolation(err) {
+				return fmt.Errorf("store: record usage: a record names a user that does not exist: %w", ErrNotFound)
+			}
+			return fmt.Errorf("store: record usage: %w", err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
@@ -159,4 +174,37 @@ func (s *Store) TokensUsed(ctx context.Context, userID string, since time.Time) 
 		return 0, fmt.Errorf("store: tokens used by user id %q: %w", userID, err)
 	}
 	return n, nil
+}
+
+// usageColumns is the number of values one usage row inserts, and
+// usageRowsPerInsert the rows one INSERT carries at most (800 parameters,
+// far below either engine's limit).
+const (
+	usageColumns       = 8
+	usageRowsPerInsert = 100
+)
+
+// insertUsageQuery is the INSERT of n usage rows in this store's dialect.
+// The full-size statement is built once; a batch's last, shorter chunk is
+// built when needed.
+func (s *Store) insertUsageQuery(n int) string {
+	if n == usageRowsPerInsert {
+		s.insertUsageOnce.Do(func() { s.insertUsageFull = s.buildInsertUsage(n) })
+		return s.insertUsageFull
+	}
+	return s.buildInsertUsage(n)
+}
+
+func (s *Store) buildInsertUsage(n int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO usage_records
+		(user_id, key_id, model, prompt_tokens, completion_tokens, at, request_id, record_id) VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?)")
+	}
+	b.WriteString(" ON CONFLICT (record_id) DO NOTHING")
+	return s.q(b.String())
 }
