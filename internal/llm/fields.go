@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/tidwall/gjson"
 )
 
 // Usage is the token count of one call, in OpenAI's "usage" shape.
@@ -24,34 +27,71 @@ func (u Usage) withTotal() Usage {
 	return u
 }
 
-// responseMeta holds the only fields of a plain answer the gateway acts on.
-type responseMeta struct {
-	Model string `json:"model"`
-	Usage *Usage `json:"usage"`
-}
-
 // meta is what readMeta extracts, with the usage already completed.
 type meta struct {
 	Model string
 	Usage Usage
 }
 
-// readMeta reads the model and usage of a plain JSON answer. The body must
-// be a JSON object; json.Unmarshal alone would accept a bare "null".
+// readMeta reads the model and usage of a plain JSON answer, the only fields
+// of it the gateway acts on. The body must be a valid JSON object; "model",
+// when present and not null, a string; "usage" an object whose token counts
+// are integers. Keys are matched as OpenAI spells them, and of a repeated
+// key the first counts. It looks up the two fields instead of decoding the
+// answer, which costs a tenth as much on a usual answer.
 func readMeta(body []byte) (meta, error) {
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return meta{}, errors.New("not a JSON object")
 	}
-	var m responseMeta
-	if err := json.Unmarshal(body, &m); err != nil {
-		return meta{}, err
+	if !gjson.ValidBytes(body) {
+		return meta{}, errors.New("not valid JSON")
 	}
-	out := meta{Model: m.Model}
-	if m.Usage != nil {
-		out.Usage = m.Usage.withTotal()
+	fields := gjson.GetManyBytes(body, "model", "usage")
+	var out meta
+	switch m := fields[0]; m.Type {
+	case gjson.Null: // absent or null
+	case gjson.String:
+		// encoding/json would have replaced bytes that are not UTF-8.
+		out.Model = strings.ToValidUTF8(m.Str, "\uFFFD")
+	default:
+		return meta{}, errors.New(`"model" is not a string`)
+	}
+	switch u := fields[1]; {
+	case u.Type == gjson.Null:
+	case u.IsObject():
+		var err error
+		for _, f := range []struct {
+			key string
+			n   *int64
+		}{
+			{"prompt_tokens", &out.Usage.PromptTokens},
+			{"completion_tokens", &out.Usage.CompletionTokens},
+			{"total_tokens", &out.Usage.TotalTokens},
+		} {
+			if *f.n, err = tokenCount(u, f.key); err != nil {
+				return meta{}, err
+			}
+		}
+		out.Usage = out.Usage.withTotal()
+	default:
+		return meta{}, errors.New(`"usage" is not an object`)
 	}
 	return out, nil
+}
+
+// tokenCount is usage.<key>: 0 when absent or null, else an integer.
+func tokenCount(usage gjson.Result, key string) (int64, error) {
+	r := usage.Get(key)
+	switch r.Type {
+	case gjson.Null:
+		return 0, nil
+	case gjson.Number:
+		if n, err := strconv.ParseInt(r.Raw, 10, 64); err == nil {
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("usage.%s is not an integer", key)
 }
 
 // FirstMessageContent returns choices[0].message.content of a
