@@ -56,9 +56,10 @@ type Options struct {
 type Client struct {
 	name          string
 	apiKey        string // kept only to redact it from anything we report
-	chatURL       string
-	embeddingsURL string
-	modelsURL     string
+	// The endpoints are parsed once; each request takes a copy.
+	chatURL       *url.URL
+	embeddingsURL *url.URL
+	modelsURL     *url.URL
 	timeout       time.Duration
 	maxBody       int64
 	http          *http.Client
@@ -127,9 +128,9 @@ func NewClient(opts Options) (*Client, error) {
 	c := &Client{
 		name:          name,
 		apiKey:        opts.APIKey,
-		chatURL:       base + "/chat/completions",
-		embeddingsURL: base + "/embeddings",
-		modelsURL:     base + "/models",
+		chatURL:       u.JoinPath("chat", "completions"),
+		embeddingsURL: u.JoinPath("embeddings"),
+		modelsURL:     u.JoinPath("models"),
 		timeout:       timeout,
 		maxBody:       maxResponseBody,
 		http: &http.Client{
@@ -245,7 +246,7 @@ func mediaType(contentType string) string {
 
 // post sends a JSON body and reads the plain JSON answer within budget
 // (first byte) plus budget again (body).
-func (c *Client) post(ctx context.Context, target string, body []byte, budget time.Duration) (*Response, error) {
+func (c *Client) post(ctx context.Context, target *url.URL, body []byte, budget time.Duration) (*Response, error) {
 	raw, status, err := c.fetch(ctx, http.MethodPost, target, body, budget)
 	if err != nil {
 		return nil, err
@@ -258,7 +259,7 @@ func (c *Client) post(ctx context.Context, target string, body []byte, budget ti
 }
 
 // fetch performs a plain call and reads the whole (capped) body.
-func (c *Client) fetch(ctx context.Context, method, target string, body []byte, budget time.Duration) ([]byte, int, error) {
+func (c *Client) fetch(ctx context.Context, method string, target *url.URL, body []byte, budget time.Duration) ([]byte, int, error) {
 	resp, cancel, err := c.send(ctx, method, target, body, false, budget)
 	if err != nil {
 		return nil, 0, err
@@ -301,7 +302,7 @@ func (c *Client) fetch(ctx context.Context, method, target string, body []byte, 
 // func must be called once the body is done with. The budget's timer is
 // stopped as soon as headers arrive, so reading the body is bounded only by
 // ctx from then on.
-func (c *Client) send(ctx context.Context, method, target string, body []byte, stream bool, budget time.Duration) (*http.Response, context.CancelCauseFunc, error) {
+func (c *Client) send(ctx context.Context, method string, target *url.URL, body []byte, stream bool, budget time.Duration) (*http.Response, context.CancelCauseFunc, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, nil, c.callerGone(err)
 	}
@@ -312,12 +313,16 @@ func (c *Client) send(ctx context.Context, method, target string, body []byte, s
 	if body != nil {
 		reader = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(reqCtx, method, target, reader)
+	// An empty URL here and the endpoint's copy below spare parsing the
+	// endpoint again on every call.
+	req, err := http.NewRequestWithContext(reqCtx, method, "", reader)
 	if err != nil {
 		timer.Stop()
 		cancel(nil)
 		return nil, nil, fmt.Errorf("llm: %s: build request: %w", c.name, err)
 	}
+	*req.URL = *target
+	req.Host = target.Host
 	if body != nil {
 		req.Header["Content-Type"] = c.jsonValue
 	}

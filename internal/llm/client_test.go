@@ -867,8 +867,17 @@ func TestNewClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.chatURL != "https://api.example.com/v1/chat/completions" || c.name != "api.example.com" || c.timeout != DefaultTimeout {
+	if c.chatURL.String() != "https://api.example.com/v1/chat/completions" || c.name != "api.example.com" || c.timeout != DefaultTimeout {
 		t.Errorf("client = url %q name %q timeout %v", c.chatURL, c.name, c.timeout)
+	}
+	// A query on the base URL (as some hosted deployments require) stays a
+	// query of each endpoint.
+	q, err := NewClient(Options{BaseURL: "https://h.example.com/openai/v1?api-version=2025-01-01"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := q.embeddingsURL.String(); got != "https://h.example.com/openai/v1/embeddings?api-version=2025-01-01" {
+		t.Errorf("endpoint with a query = %q", got)
 	}
 	tr, ok := c.http.Transport.(*http.Transport)
 	if !ok {
