@@ -54,8 +54,8 @@ type Options struct {
 // The client takes no headers from the caller: only the gateway's own key is
 // ever sent, so an end user's credentials cannot leak upstream.
 type Client struct {
-	name          string
-	apiKey        string // kept only to redact it from anything we report
+	name   string
+	apiKey string // kept only to redact it from anything we report
 	// The endpoints are parsed once; each request takes a copy.
 	chatURL       *url.URL
 	embeddingsURL *url.URL
