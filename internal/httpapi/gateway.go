@@ -292,10 +292,11 @@ func (g *gateway) reserve(ctx context.Context, p principal, estimate int64) (bud
 // or lost its client, so it does not use the request's cancellation.
 func (g *gateway) finish(ctx context.Context, p principal, res budget.Reservation, model string, u llm.Usage) {
 	info := requestInfoFrom(ctx)
-	bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
-	defer cancel()
 	if g.budget != nil && res.UserID != "" {
-		if err := g.budget.Settle(bg, res, u.TotalTokens); err != nil {
+		bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+		err := g.budget.Settle(bg, res, u.TotalTokens)
+		cancel()
+		if err != nil {
 			g.logger.LogAttrs(ctx, slog.LevelWarn, "token budget settle failed", slog.String("request_id", info.id), slog.String("error", err.Error()))
 		}
 	}
@@ -306,7 +307,8 @@ func (g *gateway) finish(ctx context.Context, p principal, res budget.Reservatio
 	if g.usage == nil {
 		return
 	}
-	if err := g.usage.Record(bg, store.UsageRecord{
+	// Record only queues the record; the client leaving changes nothing.
+	if err := g.usage.Record(context.WithoutCancel(ctx), store.UsageRecord{
 		UserID: p.UserID, KeyID: p.KeyID, Model: model,
 		PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens,
 		At: time.Now().UTC(), RequestID: info.id,
