@@ -1,8 +1,9 @@
 package llm
 
 import (
+	"encoding/json"
 	"errors"
-	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -88,52 +89,146 @@ func TestEstimateTokens(t *testing.T) {
 	}
 }
 
-// TestFirstMessageContentFastPathAgrees checks that the fast path of
-// FirstMessageContent gives exactly what the general one gives, errors
-// included, on ordinary and odd bodies.
-func TestFirstMessageContentFastPathAgrees(t *testing.T) {
+// TestFirstMessageContentOddBodies pins what FirstMessageContent makes of
+// bodies an upstream should never send: "" with no error means it read an
+// empty content, "error" an error.
+func TestFirstMessageContentOddBodies(t *testing.T) {
 	t.Parallel()
-	for _, body := range []string{
-		`{"choices":[{"message":{"content":"hello \u00e9 \ud83d\ude00 \"q\""}}]}`,
-		`{"choices":[{"message":{"content":null}}]}`,
-		`{"choices":[{"message":{}}]}`,
-		`{"choices":[null]}`,
-		`{"choices":[]}`,
-		`{"choices":null}`,
-		`{}`,
-		`{"Choices":[{"MESSAGE":{"Content":"case-folded keys"}}]}`,
-		`{"choices":[{"message":{"content":"first"}}],"choices":[{"message":{"content":"last wins"}}]}`,
-		`{"choices":[{"message":{"content":[{"type":"text","text":"a"},{"type":"image_url"},{"type":"text","text":"b"}]}}]}`,
-		`{"choices":[{"message":{"content":42}}]}`,
-		`{"choices":[{"message":{"content":{"text":"object"}}}]}`,
-		`{"choices":[{"message":{"content":"ok"}},{"message":{"content":1e400}}]}`,
-		`{"choices":[{"message":{"content":"ok"}},"not an object"]}`,
-		`{"choices":[{"message":{"content":"invalid utf-8 ` + "\xff" + `"}}]}`,
-		`{"choices":[{"message":{"content":"trailing"}}]} x`,
-		`not json`,
-		``,
-		`null`,
-		`[]`,
+	for body, want := range map[string]string{
+		`{"choices":[{"message":{"content":"hello \u00e9 \ud83d\ude00 \"q\""}}]}`: "hello é 😀 \"q\"",
+		`{"choices":[{"message":{"content":"line\none\ttab \\ \/"}}]}`:            "line\none\ttab \\ /",
+		`{"choices":[{"message":{"content":"lone \ud800 surrogate"}}]}`:           "lone \ufffd surrogate",
+		`{"choices":[{"message":{"content":"invalid utf-8 ` + "\xff" + `"}}]}`:    "invalid utf-8 \ufffd",
+		`{"choices":[{"message":{"content":null}}]}`:                              "",
+		`{"choices":[{"message":{}}]}`:                                            "",
+		`{"choices":[{"message":null}]}`:                                          "",
+		`{"choices":[null]}`:                                                      "",
+		`{"choices":[]}`:                                                          "error",
+		`{"choices":null}`:                                                        "error",
+		`{}`:                                                                      "error",
+		`null`:                                                                    "error",
+		`{"Choices":[{"MESSAGE":{"Content":"case-folded keys"}}]}`:                "error", // keys as OpenAI spells them
+		`{"choices":[{"message":{"content":"first"}}],"choices":[{"message":{"content":"last"}}]}`:                           "first",
+		`{"choices":[{"message":{"content":"ok"}},"not an object"]}`:                                                         "ok", // only choices[0] is read
+		`{"choices":[{"message":{"content":"ok"}},{"message":{"content":1e400}}]}`:                                           "ok",
+		`{"choices":[{"message":{"content":[{"type":"text","text":"a"},{"type":"image_url"},{"type":"text","text":"b"}]}}]}`: "a\nb",
+		`{"choices":[{"message":{"content":42}}]}`:                                                                           "error",
+		`{"choices":[{"message":{"content":{"text":"object"}}}]}`:                                                            "error",
+		`{"choices":[{"message":"text"}]}`:                                                                                   "error",
+		`{"choices":["text"]}`:                                                                                               "error",
+		`{"choices":{"0":{"message":{"content":"not an array"}}}}`:                                                           "error",
+		`{"choices":[{"message":{"content":"trailing"}}]} x`:                                                                 "error",
+		`not json`: "error",
+		``:         "error",
+		`[]`:       "error",
 	} {
-		got, gotErr := FirstMessageContent([]byte(body))
-		want, wantErr := firstMessageContent([]byte(body))
-		if got != want || fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
-			t.Errorf("body %q:\n fast path %q, %v\n general   %q, %v", body, got, gotErr, want, wantErr)
+		got, err := FirstMessageContent([]byte(body))
+		if want == "error" {
+			if !errors.Is(err, ErrUpstreamUnavailable) {
+				t.Errorf("body %q: got %q, %v; want an error wrapping ErrUpstreamUnavailable", body, got, err)
+			}
+			continue
+		}
+		if err != nil || got != want {
+			t.Errorf("body %q: got %q, %v; want %q", body, got, err, want)
 		}
 	}
 }
 
-// FuzzFirstMessageContentFastPathAgrees looks for a body on which the two
-// paths of FirstMessageContent disagree.
-func FuzzFirstMessageContentFastPathAgrees(f *testing.F) {
-	f.Add([]byte(`{"choices":[{"message":{"content":"hi"}}]}`))
-	f.Add([]byte(`{"choices":[{"message":{"content":[{"type":"text","text":"a"}]}}]}`))
+// choiceContentDecoded is firstChoiceContent by encoding/json, the
+// reference FuzzChoiceContent holds it to.
+func choiceContentDecoded(body []byte, field string) (string, bool, error) {
+	var answer struct {
+		Choices []map[string]json.RawMessage `json:"choices"`
+	}
+	if err := json.Unmarshal(body, &answer); err != nil {
+		return "", false, err
+	}
+	if len(answer.Choices) == 0 {
+		return "", false, nil
+	}
+	var holder struct {
+		Content json.RawMessage `json:"content"`
+	}
+	if raw, ok := answer.Choices[0][field]; ok {
+		if err := json.Unmarshal(raw, &holder); err != nil {
+			return "", true, err
+		}
+	}
+	text, err := contentText(holder.Content)
+	return text, true, err
+}
+
+// FuzzChoiceContent holds firstChoiceContent to encoding/json. On any body
+// it accepts only valid JSON. Bodies encoding/json decodes are compared in
+// their decoded and re-encoded form (which has no repeated keys), unless a
+// key on the path is spelled with other cases or a choice after the first
+// is neither an object nor null, where the two differ by design (see
+// firstChoiceContent).
+func FuzzChoiceContent(f *testing.F) {
+	f.Add([]byte(`{"choices":[{"message":{"content":"hi \u00e9\n"}}]}`))
+	f.Add([]byte(`{"choices":[{"delta":{"content":[{"type":"text","text":"a"}]}}]}`))
+	f.Add([]byte(`{"choices":[null,{"message":{"content":"x"}}]}`))
 	f.Add([]byte(`{"choices":[{"message":{"content":"ok"}},{"message":{"content":1e400}}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		got, gotErr := FirstMessageContent(body)
-		want, wantErr := firstMessageContent(body)
-		if got != want || fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
-			t.Fatalf("body %q: fast path %q, %v; general %q, %v", body, got, gotErr, want, wantErr)
+		for _, field := range []string{"message", "delta"} {
+			got, gotChoice, gotErr := firstChoiceContent(body, field)
+			if gotErr == nil && !json.Valid(body) {
+				t.Fatalf("accepted invalid JSON %q", body)
+			}
+			var v any
+			if json.Unmarshal(body, &v) != nil {
+				continue
+			}
+			canon, err := json.Marshal(v)
+			if err != nil || !comparableAnswer(v, field) {
+				continue
+			}
+			got, gotChoice, gotErr = firstChoiceContent(canon, field)
+			want, wantChoice, wantErr := choiceContentDecoded(canon, field)
+			if got != want || gotChoice != wantChoice || (gotErr == nil) != (wantErr == nil) {
+				t.Fatalf("body %s, field %s: got %q, %v, %v; encoding/json %q, %v, %v",
+					canon, field, got, gotChoice, gotErr, want, wantChoice, wantErr)
+			}
 		}
 	})
+}
+
+// comparableAnswer reports whether a decoded body is one on which
+// firstChoiceContent and encoding/json must agree.
+func comparableAnswer(v any, field string) bool {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return true
+	}
+	if variantKey(obj, "choices") {
+		return false
+	}
+	choices, _ := obj["choices"].([]any)
+	for i, c := range choices {
+		choice, ok := c.(map[string]any)
+		if !ok {
+			if c != nil {
+				return i == 0
+			}
+			continue
+		}
+		if i > 0 {
+			continue
+		}
+		if holder, ok := choice[field].(map[string]any); ok && variantKey(holder, "content") {
+			return false
+		}
+	}
+	return true
+}
+
+// variantKey reports whether obj has a key that is name with other cases.
+func variantKey(obj map[string]any, name string) bool {
+	for k := range obj {
+		if k != name && strings.EqualFold(k, name) {
+			return true
+		}
+	}
+	return false
 }
