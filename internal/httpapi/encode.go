@@ -17,9 +17,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		http.Error(w, `{"error":"Internal server error"}`, http.StatusInternalServerError)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
+	writeRawJSON(w, status, append(b, '\n'))
 }
 
 // decodeJSON reads one JSON object from the (size-limited) body into v. Unknown

@@ -29,9 +29,14 @@ import (
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
+	// hold, while set, makes each access-log line wait until it is closed.
+	hold atomic.Pointer[chan struct{}]
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
+	if h := s.hold.Load(); h != nil && bytes.Contains(p, []byte(`"msg":"request"`)) {
+		<-*h
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -141,6 +142,7 @@ func withAccessLog(logger *slog.Logger, m *metrics.Metrics) func(http.Handler) h
 			start := time.Now()
 			rec := &statusRecorder{ResponseWriter: w}
 			next.ServeHTTP(rec, r)
+			sendNow(w, rec)
 			ri := requestInfoFrom(r.Context())
 			status := rec.status
 			if status == 0 {
@@ -197,6 +199,23 @@ func withAccessLog(logger *slog.Logger, m *metrics.Metrics) func(http.Handler) h
 			}
 		})
 	}
+}
+
+// sendNow puts a complete answer on the wire before the access log line
+// and the metrics are made, so the client does not wait for them (they
+// cost as much as a tenth of what the gateway adds to a call). An answer is
+// complete when all of the length it declared has been written; any other
+// (a stream, which has flushed itself, or one net/http will frame) is left
+// to net/http. The duration logged includes sending it.
+func sendNow(w http.ResponseWriter, rec *statusRecorder) {
+	cl := rec.Header()["Content-Length"]
+	if rec.status == 0 || len(cl) != 1 {
+		return
+	}
+	if n, err := strconv.ParseInt(cl[0], 10, 64); err != nil || n != rec.bytes {
+		return
+	}
+	_ = http.NewResponseController(w).Flush()
 }
 
 // withRecover turns a panic into a 500 in the usual error shape; the stack goes

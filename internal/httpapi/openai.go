@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -375,12 +376,18 @@ func (g *gateway) plainCall(w http.ResponseWriter, r *http.Request, endpoint str
 	writeRawJSON(w, http.StatusOK, resp.Body)
 }
 
-// writeRawJSON writes a JSON body we already have as bytes.
+// writeRawJSON writes a JSON body we already have as bytes. It states the
+// length, so the answer can be sent before the handler chain returns (see
+// withAccessLog) without being chunked.
 func writeRawJSON(w http.ResponseWriter, status int, body []byte) {
-	w.Header().Set("Content-Type", "application/json")
+	h := w.Header()
+	h["Content-Type"] = jsonContentType
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
 	w.WriteHeader(status)
 	w.Write(body)
 }
+
+var jsonContentType = []string{"application/json"}
 
 // modelListTTL is how long an upstream's model list is reused. Lists
 // change rarely and SDKs fetch them often (some at every start).

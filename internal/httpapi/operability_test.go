@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -238,5 +239,45 @@ func TestDisabledUserIsRefused(t *testing.T) {
 			t.Fatal("a user disabled in the database kept access past the state TTL")
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestAnswerSentBeforeAccessLog: a complete answer reaches the client while
+// its access-log line (and so the metrics beside it) is still being made,
+// framed by its length rather than chunked.
+func TestAnswerSentBeforeAccessLog(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t, testOptions{})
+	tok := a.user("early@example.com")
+	release := make(chan struct{})
+	a.logs.hold.Store(&release)
+	t.Cleanup(func() { close(release) })
+	// A connection whose handler waits on its log line serves nothing
+	// else meanwhile, so each request has its own.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
+	for _, c := range []struct{ path, body string }{
+		{"/chat", `{"message":"hello"}`},
+		{"/v1/chat/completions", `{"model":"test-model","messages":[{"role":"user","content":"hello"}]}`},
+		{"/chat", `{"message":""}`}, // an error answer too
+	} {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		req, _ := http.NewRequestWithContext(ctx, "POST", a.srv.URL+c.path, strings.NewReader(c.body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			cancel()
+			t.Fatalf("%s: no answer while the access log waits: %v", c.path, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		cancel()
+		if err != nil || resp.ContentLength != int64(len(body)) || len(resp.TransferEncoding) != 0 || !json.Valid(body) {
+			t.Fatalf("%s: %d, length %d, transfer %v, body %q, %v", c.path, resp.StatusCode, resp.ContentLength, resp.TransferEncoding, body, err)
+		}
+	}
+	if strings.Contains(a.logs.String(), `"path":"/v1/chat/completions"`) {
+		t.Fatal("the held access-log line was written")
 	}
 }
