@@ -48,7 +48,30 @@ func URL(t testing.TB) string {
 	if err != nil {
 		t.Fatalf("pgtest: %s: %v", EnvVar, err)
 	}
-	return u
+	return withConnectTimeout(u)
+}
+
+// testConnectTimeout replaces the store's 3-second bound on a new
+// connection in tests, unless the URL sets its own: with every package's
+// tests running at once under the race detector on two cores, the server
+// has been seen taking longer than 3 s to answer a connection, which fails
+// a test at start-up for no fault of the code under test. A stalled
+// connection still ends at the store's per-operation limit.
+const testConnectTimeout = "15"
+
+// withConnectTimeout adds connect_timeout to u unless it has one.
+func withConnectTimeout(u string) string {
+	if strings.Contains(u, "connect_timeout=") {
+		return u
+	}
+	if strings.HasPrefix(u, "postgres://") || strings.HasPrefix(u, "postgresql://") {
+		sep := "&"
+		if !strings.Contains(u, "?") {
+			sep = "?"
+		}
+		return u + sep + "connect_timeout=" + testConnectTimeout
+	}
+	return u + " connect_timeout=" + testConnectTimeout
 }
 
 // withSearchPath returns base with search_path set to schema. pgx sends

@@ -101,3 +101,17 @@ func currentSchema(t *testing.T, url string) string {
 	}
 	return *s
 }
+
+func TestWithConnectTimeout(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"postgres://u@h/db?search_path=s1":                   "postgres://u@h/db?search_path=s1&connect_timeout=15",
+		"postgres://u@h/db":                                  "postgres://u@h/db?connect_timeout=15",
+		"postgres://u@h/db?connect_timeout=2&search_path=s1": "postgres://u@h/db?connect_timeout=2&search_path=s1",
+		"host=h dbname=db search_path=s1":                    "host=h dbname=db search_path=s1 connect_timeout=15",
+	} {
+		if got := withConnectTimeout(in); got != want {
+			t.Errorf("withConnectTimeout(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
