@@ -300,7 +300,15 @@ func (r *Router) do(ctx context.Context, call func(c *Client, budget time.Durati
 			if err == nil {
 				return nil
 			}
-			if ctx.Err() != nil || !retryable(err) {
+			if ctxErr := ctx.Err(); ctxErr != nil {
+				// The caller left while the attempt was failing: say so,
+				// as a cancellation during the call or the wait would.
+				if errors.Is(err, ctxErr) {
+					return err
+				}
+				return u.client.callerGone(ctxErr)
+			}
+			if !retryable(err) {
 				return err
 			}
 			lastErr = err
