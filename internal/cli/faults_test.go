@@ -251,13 +251,7 @@ func readEvents(r *bufio.Reader, limit int) ([]sseEvent, error) {
 // ask sends the route's request and reads the whole answer. It may run on
 // any goroutine.
 func ask(ctx context.Context, baseURL, token string, rt route, model, message string) answer {
-	req, err := http.NewRequestWithContext(ctx, "POST", baseURL+rt.path, strings.NewReader(rt.body(model, message)))
-	if err != nil {
-		return answer{err: err}
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := testClient.Do(req)
+	resp, err := postRoute(ctx, baseURL, token, rt, model, message)
 	if err != nil {
 		return answer{err: err}
 	}
@@ -269,6 +263,18 @@ func ask(ctx context.Context, baseURL, token string, rt route, model, message st
 		a.body, a.err = io.ReadAll(resp.Body)
 	}
 	return a
+}
+
+// postRoute posts the route's request for model and message with the token and
+// returns the response, its body unread.
+func postRoute(ctx context.Context, baseURL, token string, rt route, model, message string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, "POST", baseURL+rt.path, strings.NewReader(rt.body(model, message)))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	return testClient.Do(req)
 }
 
 // checkError fails unless a is an error answer with status want, whose
@@ -680,13 +686,7 @@ func TestFaultUpstream(t *testing.T) {
 // leaveAfterFirstEvent opens the route's stream, reads its first event and
 // hangs up.
 func leaveAfterFirstEvent(ctx context.Context, cancel context.CancelFunc, baseURL, token string, rt route, model string) answer {
-	req, err := http.NewRequestWithContext(ctx, "POST", baseURL+rt.path, strings.NewReader(rt.body(model, "leave "+model)))
-	if err != nil {
-		return answer{err: err}
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := testClient.Do(req)
+	resp, err := postRoute(ctx, baseURL, token, rt, model, "leave "+model)
 	if err != nil {
 		return answer{err: err}
 	}
