@@ -3,6 +3,7 @@ package llm
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -62,7 +63,7 @@ type Client struct {
 	modelsURL     *url.URL
 	timeout       time.Duration
 	maxBody       int64
-	http          *http.Client
+	transport     http.RoundTripper
 
 	// Header values are built once and shared by every request; the
 	// transport only reads them, so this saves allocations per call.
@@ -133,21 +134,26 @@ func NewClient(opts Options) (*Client, error) {
 		modelsURL:     u.JoinPath("models"),
 		timeout:       timeout,
 		maxBody:       maxResponseBody,
-		http: &http.Client{
-			Transport: transport,
-			// A redirect would replay our key at another address (or
-			// turn the POST into a GET); an API endpoint that redirects
-			// is misconfigured, so report it instead of following.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-			// No Client.Timeout: it would also cut long streams. The
-			// first-byte timer in send bounds the wait instead.
-		},
+		// The transport is called directly, not through an http.Client:
+		// a client's redirect machinery copies every request's headers
+		// (a few µs per call) to offer what we refuse anyway. A redirect
+		// would replay our key at another address (or turn the POST into
+		// a GET); an API endpoint that redirects is misconfigured, so a
+		// 3xx is reported (statusError), never followed. There is no
+		// overall timeout either, which would also cut long streams: the
+		// first-byte timer in send bounds the wait instead.
+		transport: transport,
 		jsonValue:     []string{"application/json"},
 		sseValue:      []string{"text/event-stream"},
 		identityValue: []string{"identity"},
 	}
 	if opts.APIKey != "" {
 		c.authValue = []string{"Bearer " + opts.APIKey}
+	} else if u.User != nil {
+		// What an http.Client does with credentials in the URL, and
+		// only when no key is configured.
+		pw, _ := u.User.Password()
+		c.authValue = []string{"Basic " + base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+pw))}
 	}
 	return c, nil
 }
@@ -338,7 +344,7 @@ func (c *Client) send(ctx context.Context, method string, target *url.URL, body 
 		req.Header["Authorization"] = c.authValue
 	}
 
-	resp, err := c.http.Do(req)
+	resp, err := c.transport.RoundTrip(req)
 	if err != nil {
 		timer.Stop()
 		// Classify before cancel(nil): afterwards the cause would read

@@ -3,6 +3,7 @@ package llm
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -156,6 +157,31 @@ func TestNoAuthorizationWithoutKey(t *testing.T) {
 	}
 	if len(auth) != 0 {
 		t.Errorf("Authorization sent without a key: %q", auth)
+	}
+}
+
+// TestCredentialsInBaseURL: user and password in OPENAI_BASE_URL (some
+// self-hosted upstreams sit behind basic auth) are sent as basic auth when no
+// key is configured, and a key wins over them.
+func TestCredentialsInBaseURL(t *testing.T) {
+	t.Parallel()
+	var auth atomic.Value
+	srv := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		auth.Store(strings.Join(r.Header.Values("Authorization"), ","))
+		w.Write([]byte(`{"model":"m"}`))
+	})
+	withUser := strings.Replace(srv.URL, "http://", "http://gw:p%40ss@", 1) + "/v1"
+	for _, tc := range []struct{ key, want string }{
+		{"", "Basic " + base64.StdEncoding.EncodeToString([]byte("gw:p@ss"))},
+		{testKey, "Bearer " + testKey},
+	} {
+		c := clientFor(t, srv, func(o *Options) { o.BaseURL, o.APIKey = withUser, tc.key })
+		if _, err := c.Complete(context.Background(), []byte(`{}`)); err != nil {
+			t.Fatalf("Complete: %v", err)
+		}
+		if got := auth.Load(); got != tc.want {
+			t.Errorf("key %q: Authorization = %q, want %q", tc.key, got, tc.want)
+		}
 	}
 }
 
@@ -879,9 +905,9 @@ func TestNewClient(t *testing.T) {
 	if got := q.embeddingsURL.String(); got != "https://h.example.com/openai/v1/embeddings?api-version=2025-01-01" {
 		t.Errorf("endpoint with a query = %q", got)
 	}
-	tr, ok := c.http.Transport.(*http.Transport)
+	tr, ok := c.transport.(*http.Transport)
 	if !ok {
-		t.Fatalf("default transport is %T", c.http.Transport)
+		t.Fatalf("default transport is %T", c.transport)
 	}
 	if tr.MaxIdleConnsPerHost < 100 || tr.ResponseHeaderTimeout != 0 || !tr.ForceAttemptHTTP2 {
 		t.Errorf("transport not tuned: %+v", tr)
