@@ -26,6 +26,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"strings"
@@ -68,6 +69,7 @@ type options struct {
 
 	cpuProfile string
 	memProfile string
+	trace      string
 	quiet      bool
 }
 
@@ -96,6 +98,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.stall, "stall", 500*time.Millisecond, "a gap between two events longer than this counts as a stall")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured phases to this file")
 	fs.StringVar(&o.memProfile, "memprofile", "", "write an allocation profile of the measured phases to this file")
+	fs.StringVar(&o.trace, "trace", "", "write a Go execution trace of the measured phases to this file (go tool trace; keep the run short)")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress lines on stderr")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -430,7 +433,30 @@ func startProfiles(o options) (func() error, error) {
 		}
 		cpu = f
 	}
+	var tr *os.File
+	if o.trace != "" {
+		f, err := os.Create(o.trace)
+		if err == nil {
+			if err = trace.Start(f); err != nil {
+				f.Close()
+			}
+		}
+		if err != nil {
+			if cpu != nil {
+				pprof.StopCPUProfile()
+				cpu.Close()
+			}
+			return nil, err
+		}
+		tr = f
+	}
 	return func() error {
+		if tr != nil {
+			trace.Stop()
+			if err := tr.Close(); err != nil {
+				return err
+			}
+		}
 		if cpu != nil {
 			pprof.StopCPUProfile()
 			if err := cpu.Close(); err != nil {
