@@ -142,7 +142,7 @@ func NewClient(opts Options) (*Client, error) {
 		// 3xx is reported (statusError), never followed. There is no
 		// overall timeout either, which would also cut long streams: the
 		// first-byte timer in send bounds the wait instead.
-		transport: transport,
+		transport:     transport,
 		jsonValue:     []string{"application/json"},
 		sseValue:      []string{"text/event-stream"},
 		identityValue: []string{"identity"},
