@@ -176,9 +176,21 @@ type principal struct {
 	SessionID    string
 }
 
+// principalFrom returns who the request acts for; the zero principal before
+// authentication.
 func principalFrom(ctx context.Context) principal {
-	p, _ := ctx.Value(ctxPrincipal).(principal)
-	return p
+	if ri := requestInfoFrom(ctx); ri != nil {
+		return ri.principal
+	}
+	return principal{}
+}
+
+// authenticated notes who the request acts for. The principal lives in the
+// request's requestInfo, which is already in its context: a context value
+// of its own would copy the request (WithContext) once more.
+func authenticated(r *http.Request, p principal) {
+	ri := requestInfoFrom(r.Context())
+	ri.principal, ri.userID = p, p.UserID
 }
 
 // requireAuth admits requests with a valid bearer access token whose account
@@ -219,8 +231,8 @@ func requireAuth(logger *slog.Logger, tokens *auth.Tokens, states *accountStates
 			case known:
 				p.Tier, p.Role = st.Tier, st.Role
 			}
-			requestInfoFrom(r.Context()).userID = p.UserID
-			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxPrincipal, p)))
+			authenticated(r, p)
+			next.ServeHTTP(w, r)
 		})
 	}
 }

@@ -169,8 +169,8 @@ func acceptAPIKeys(logger *slog.Logger, keys *apiKeys, states *accountStates, to
 			case known:
 				p.Tier = st.Tier
 			}
-			requestInfoFrom(ctx).userID = p.UserID
-			next.ServeHTTP(w, r.WithContext(context.WithValue(ctx, ctxPrincipal, p)))
+			authenticated(r, p)
+			next.ServeHTTP(w, r)
 		})
 	}
 }

@@ -72,3 +72,33 @@ func jsonKind(goKind string) string {
 		return "object"
 	}
 }
+
+// bodyPrealloc bounds what readBody reserves from a request's stated
+// length before any of it has arrived, so a client claiming a large body
+// and sending nothing holds little memory.
+const bodyPrealloc = 64 << 10
+
+// readBody reads a (size-limited) request body whole. With the length
+// stated it reads into one buffer of that size, where io.ReadAll would
+// start at 512 bytes and grow.
+func readBody(r *http.Request) ([]byte, error) {
+	n := r.ContentLength
+	if n <= 0 || n >= bodyPrealloc {
+		return io.ReadAll(r.Body)
+	}
+	buf := make([]byte, 0, n+1) // +1: the read that reports the end needs room
+	for {
+		m, err := r.Body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		switch {
+		case err == io.EOF:
+			return buf, nil
+		case err != nil:
+			return nil, err
+		case len(buf) == cap(buf):
+			// Longer than stated (net/http does not let that happen).
+			rest, err := io.ReadAll(r.Body)
+			return append(buf, rest...), err
+		}
+	}
+}

@@ -316,6 +316,8 @@ func TestV1ErrorsAreOpenAIShaped(t *testing.T) {
 		{"stream type", "POST", "/v1/chat/completions", tok, `{"model":"test-model","stream":"yes"}`, 400, "invalid_request_error", "", "stream"},
 		{"max_tokens", "POST", "/v1/chat/completions", tok, `{"model":"test-model","max_tokens":-1}`, 400, "invalid_request_error", "", "max_tokens"},
 		{"duplicate model", "POST", "/v1/chat/completions", tok, `{"model":"test-model","messages":[],"model":"expensive"}`, 400, "invalid_request_error", "", "model"},
+		{"duplicate stream", "POST", "/v1/chat/completions", tok, `{"stream":false,"messages":[],"stream":true}`, 400, "invalid_request_error", "", "stream"},
+		{"duplicate max_completion_tokens", "POST", "/v1/chat/completions", tok, `{"max_completion_tokens":1,"max_tokens":2,"max_completion_tokens":3}`, 400, "invalid_request_error", "", "max_completion_tokens"},
 		{"model not allowed", "POST", "/v1/chat/completions", tok, `{"model":"expensive","messages":[]}`, 404, "invalid_request_error", "model_not_found", "model"},
 		{"embeddings model", "POST", "/v1/embeddings", tok, `{"input":"x"}`, 400, "invalid_request_error", "", "model"},
 		{"too large", "POST", "/v1/chat/completions", tok, `{"model":"test-model","pad":"` + strings.Repeat("x", 5000) + `"}`, 413, "invalid_request_error", "", ""},

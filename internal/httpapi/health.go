@@ -70,19 +70,22 @@ func handleMetrics(logger *slog.Logger, m *metrics.Metrics, enabled bool) http.H
 	return m.Handler()
 }
 
-// withJSONFallback gives unknown paths and wrong methods the same JSON error
-// shape as everything else, instead of ServeMux's plain-text replies.
-func withJSONFallback(logger *slog.Logger, mux *http.ServeMux) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h, pattern := mux.Handler(r)
-		if ri := requestInfoFrom(r.Context()); ri != nil {
-			ri.route = pattern
-		}
-		if pattern != "" {
-			mux.ServeHTTP(w, r)
-			return
-		}
+// routes is where addRoutes registers: every route goes on the serving mux,
+// wrapped to note its pattern for the metrics and the span name, and on a
+// probe mux that only answers which of 404 and 405 an unmatched request
+// deserves. The serving mux ends in a catch-all that gives those the same
+// JSON error shape as everything else, instead of ServeMux's plain text.
+// Each request is matched once: a lookup before serving would walk the
+// routing tree twice.
+type routes struct {
+	serve, probe *http.ServeMux
+}
+
+func newRoutes(logger *slog.Logger) routes {
+	rt := routes{serve: http.NewServeMux(), probe: http.NewServeMux()}
+	rt.serve.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// ServeMux answers 404 or 405 (with an Allow header); learn which.
+		h, _ := rt.probe.Handler(r)
 		probe := &headerProbe{header: http.Header{}}
 		h.ServeHTTP(probe, r)
 		if probe.status == http.StatusMethodNotAllowed {
@@ -91,7 +94,18 @@ func withJSONFallback(logger *slog.Logger, mux *http.ServeMux) http.Handler {
 			return
 		}
 		writeError(w, r, logger, errStatus(http.StatusNotFound, "Not found"))
-	})
+	}))
+	return rt
+}
+
+func (rt routes) Handle(pattern string, h http.Handler) {
+	rt.probe.Handle(pattern, h)
+	rt.serve.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ri := requestInfoFrom(r.Context()); ri != nil {
+			ri.route = pattern
+		}
+		h.ServeHTTP(w, r)
+	}))
 }
 
 type headerProbe struct {

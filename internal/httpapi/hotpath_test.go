@@ -6,10 +6,14 @@ package httpapi
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/agentapi/agentapi/internal/ratelimit"
@@ -75,5 +79,49 @@ func TestCompactJSONAsCompactDoes(t *testing.T) {
 		if got := compactJSON([]byte(in)); !bytes.Equal(got, want) {
 			t.Errorf("compactJSON(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestReadBodyAsReadAllDoes pins readBody, which sizes its buffer from the
+// stated length, to io.ReadAll: the same bytes, and the same errors for a
+// body cut short or over the limit, however the reader hands them out.
+func TestReadBodyAsReadAllDoes(t *testing.T) {
+	payload := []byte(`{"model":"m","messages":[{"role":"user","content":"hello"}]}`)
+	cut := errors.New("connection cut")
+	for _, tc := range []struct {
+		name   string
+		stated int64
+		body   func() io.Reader
+		limit  int64 // 0: no MaxBytesReader
+	}{
+		{"exact", int64(len(payload)), func() io.Reader { return bytes.NewReader(payload) }, 0},
+		{"exact, a byte per read", int64(len(payload)), func() io.Reader { return iotest.OneByteReader(bytes.NewReader(payload)) }, 0},
+		{"exact, EOF with the data", int64(len(payload)), func() io.Reader { return iotest.DataErrReader(bytes.NewReader(payload)) }, 0},
+		{"unknown length", -1, func() io.Reader { return bytes.NewReader(payload) }, 0},
+		{"longer than stated", 10, func() io.Reader { return bytes.NewReader(payload) }, 0},
+		{"cut short", int64(len(payload)), func() io.Reader {
+			return io.MultiReader(bytes.NewReader(payload[:20]), iotest.ErrReader(cut))
+		}, 0},
+		{"over the limit", int64(len(payload)), func() io.Reader { return bytes.NewReader(payload) }, 20},
+		{"over a large stated length", 1 << 20, func() io.Reader { return bytes.NewReader(payload) }, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			request := func() *http.Request {
+				r := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", tc.body())
+				r.ContentLength = tc.stated
+				if tc.limit > 0 {
+					r.Body = http.MaxBytesReader(httptest.NewRecorder(), r.Body, tc.limit)
+				}
+				return r
+			}
+			want, wantErr := io.ReadAll(request().Body)
+			got, err := readBody(request())
+			if (err == nil) != (wantErr == nil) || (err != nil && err.Error() != wantErr.Error()) {
+				t.Fatalf("err = %v, want %v", err, wantErr)
+			}
+			if err == nil && !bytes.Equal(got, want) {
+				t.Errorf("body = %q, want %q", got, want)
+			}
+		})
 	}
 }

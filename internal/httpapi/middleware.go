@@ -23,7 +23,6 @@ type ctxKey int
 
 const (
 	ctxRequestInfo ctxKey = iota
-	ctxPrincipal
 )
 
 // requestInfo travels with a request so that the one access-log line can carry
@@ -32,10 +31,12 @@ type requestInfo struct {
 	id     string
 	route  string // the matched ServeMux pattern, for metrics
 	userID string
-	tier   string
-	limit  string // rate-limit result: "allowed", "limited", "error", or ""
-	cache  string // "hit", "miss", or "" when not applicable
-	model  string
+	// principal is who the request acts for, once authenticated.
+	principal principal
+	tier      string
+	limit     string // rate-limit result: "allowed", "limited", "error", or ""
+	cache     string // "hit", "miss", or "" when not applicable
+	model     string
 	// tokens is the call's total; prompt and completion split it for metrics.
 	tokens, prompt, completion int64
 	// dbError notes a database failure the request survived (or died of).
@@ -296,12 +297,20 @@ func withBodyLimit(logger *slog.Logger, max int64) func(http.Handler) http.Handl
 // withSecurityHeaders sets headers that cost nothing and close off content sniffing.
 func withSecurityHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Canonical names and shared values: Set would check the names
+		// and allocate a value slice per header per request. Sharing is
+		// safe because len == cap: anything appending copies first.
 		h := w.Header()
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Cache-Control", "no-store")
+		h["X-Content-Type-Options"] = nosniffValue
+		h["Cache-Control"] = noStoreValue
 		next.ServeHTTP(w, r)
 	})
 }
+
+var (
+	nosniffValue = []string{"nosniff"}
+	noStoreValue = []string{"no-store"}
+)
 
 // bearer extracts the credential of an "Authorization: Bearer x" header.
 func bearer(r *http.Request) (string, bool) {

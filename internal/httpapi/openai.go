@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -48,7 +47,7 @@ func readOpenAIRequest(r *http.Request) ([]byte, openAIRequest, error) {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
 		return nil, req, errStatus(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
 	}
-	body, err := io.ReadAll(r.Body)
+	body, err := readBody(r)
 	if err != nil {
 		var maxErr *http.MaxBytesError
 		if errors.As(err, &maxErr) {
@@ -69,20 +68,30 @@ func readOpenAIRequest(r *http.Request) ([]byte, openAIRequest, error) {
 	if !root.IsObject() {
 		return nil, req, errStatus(http.StatusBadRequest, "Request body must be a JSON object")
 	}
-	seen := map[string]bool{}
+	var seen uint8 // a bit per field below
 	var problem *apiError
 	root.ForEach(func(k, v gjson.Result) bool {
 		name := k.String()
+		var bit uint8
 		switch name {
-		case "model", "stream", "stream_options", "max_tokens", "max_completion_tokens":
+		case "model":
+			bit = 1
+		case "stream":
+			bit = 2
+		case "stream_options":
+			bit = 4
+		case "max_tokens":
+			bit = 8
+		case "max_completion_tokens":
+			bit = 16
 		default:
 			return true
 		}
-		if seen[name] {
+		if seen&bit != 0 {
 			problem = errOpenAIParam(name, fmt.Sprintf("'%s' appears more than once", name))
 			return false
 		}
-		seen[name] = true
+		seen |= bit
 		switch name {
 		case "model":
 			if v.Type != gjson.String || !validModel(v.Str) {

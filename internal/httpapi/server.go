@@ -138,9 +138,9 @@ func NewHandler(d Deps) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	mux := http.NewServeMux()
-	addRoutes(mux, d, newAccountStates(d.Users, d.Logger), doc)
-	var h http.Handler = withJSONFallback(d.Logger, mux)
+	rt := newRoutes(d.Logger)
+	addRoutes(rt, d, newAccountStates(d.Users, d.Logger), doc)
+	var h http.Handler = rt.serve
 	h = withBodyLimit(d.Logger, d.MaxBodyBytes)(h)
 	h = withCORS(d.CORSOrigins)(h)
 	h = withSecurityHeaders(h)
