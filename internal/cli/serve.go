@@ -167,12 +167,17 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 
 	rec := usage.NewRecorder(st, logger, usage.Options{})
+	// Closed (flushed) below once the last request is done; the deferred
+	// Close covers the early returns.
+	accessLog := httpapi.NewAccessLog(logger, m, cfg.AccessLogBatch)
+	defer accessLog.Close()
 
 	handler, err := httpapi.NewHandler(httpapi.Deps{
 		Logger:       logger,
 		AppName:      cfg.AppName,
 		Version:      Version,
 		Metrics:      m,
+		AccessLog:    accessLog,
 		Tracer:       tracer,
 		MetricsOnAPI: cfg.MetricsAddr == "",
 		Users:        st,
@@ -232,7 +237,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			return fmt.Errorf("listen on %s (METRICS_ADDR): %w", cfg.MetricsAddr, err)
 		}
 		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", m.Handler())
+		mux.Handle("GET /metrics", httpapi.MetricsHandler(m, accessLog))
 		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
 		go msrv.Serve(mln)
 		defer msrv.Close()
@@ -260,6 +265,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	// Usage written after the last request finished, so nothing is lost.
 	flushCtx, cancelFlush := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancelFlush()
+	accessLog.Close()
 	if err := rec.Close(flushCtx); err != nil {
 		return err
 	}

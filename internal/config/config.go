@@ -130,7 +130,11 @@ type Config struct {
 	CacheScope    string
 	CacheMaxBytes int64
 
-	LogLevel        slog.Level
+	LogLevel slog.Level
+	// AccessLogBatch is how long access-log lines and request metrics may
+	// wait to be made in a batch (ACCESS_LOG_BATCH, at most 1s); 0 makes
+	// each request make its own as it ends.
+	AccessLogBatch  time.Duration
 	ShutdownTimeout time.Duration
 	// MetricsAddr, when set, serves /metrics on its own listener (and not on
 	// the API port), so scrapes can stay on a private network.
@@ -199,6 +203,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("cache_scope", c.CacheScope),
 		slog.Int64("cache_max_bytes", c.CacheMaxBytes),
 		slog.String("log_level", c.LogLevel.String()),
+		slog.String("access_log_batch", c.AccessLogBatch.String()),
 		slog.String("metrics_addr", c.MetricsAddr),
 		slog.String("otel_exporter_otlp_endpoint", redactURL(c.OTLPEndpoint)),
 		slog.Bool("demo_user", c.DemoUser),
@@ -275,6 +280,7 @@ func Load(getenv func(string) string, envFile string) (Config, error) {
 		CacheScope:            l.oneOf("CACHE_SCOPE", "user", "user", "global"),
 		CacheMaxBytes:         l.integer("CACHE_MAX_BYTES", 64<<20, 1<<10, 1<<40),
 		LogLevel:              l.level("LOG_LEVEL", slog.LevelInfo),
+		AccessLogBatch:        l.duration("ACCESS_LOG_BATCH", 5*time.Millisecond, 0),
 		ShutdownTimeout:       l.duration("SHUTDOWN_TIMEOUT", 30*time.Second, time.Millisecond),
 		MetricsAddr:           l.hostPort("METRICS_ADDR"),
 		OTLPEndpoint:          l.optionalHTTPURL("OTEL_EXPORTER_OTLP_ENDPOINT"),
@@ -301,6 +307,9 @@ func Load(getenv func(string) string, envFile string) (Config, error) {
 	c.TokenBudgetPro = l.integer("TOKEN_BUDGET_PRO", 0, 0, 1<<50)
 	c.MaxTokensFree = l.integer("MAX_TOKENS_FREE", 4096, 0, 1<<30)
 	c.MaxTokensPro = l.integer("MAX_TOKENS_PRO", 0, 0, 1<<30)
+	if c.AccessLogBatch > time.Second {
+		l.fail("ACCESS_LOG_BATCH", fmt.Sprintf("%s is above the maximum 1s: lines would wait too long", c.AccessLogBatch))
+	}
 	// A /chat message may be 32,000 characters: up to 375 KiB of JSON
 	// when each is an astral character a client escapes as two \u
 	// sequences (12 bytes). The free default leaves room for that.

@@ -48,6 +48,7 @@ func TestDefaults(t *testing.T) {
 		{"RedisKeyPrefix", c.RedisKeyPrefix, "agentapi:"},
 		{"CORSOrigins", len(c.CORSOrigins), 0},
 		{"LogLevel", c.LogLevel, slog.LevelInfo},
+		{"AccessLogBatch", c.AccessLogBatch, 5 * time.Millisecond},
 		{"DemoUser", c.DemoUser, true},
 		{"MockLLM", c.MockLLM(), true},
 		{"SecretKeyGenerated", c.SecretKeyGenerated, true},
@@ -96,11 +97,12 @@ func TestAllProblemsReportedAtOnce(t *testing.T) {
 		"CORS_ORIGINS":     "https://ok.example, not a url",
 		"LOG_LEVEL":        "loud",
 		"DEBUG":            "maybe",
+		"ACCESS_LOG_BATCH": "2s",
 	}), "")
 	if err == nil {
 		t.Fatal("want an error")
 	}
-	for _, name := range []string{"PORT", "UPSTREAM_TIMEOUT", "ALGORITHM", "OPENAI_BASE_URL", "REDIS_URL", "RATE_LIMIT_FREE", "CACHE_SCOPE", "CORS_ORIGINS", "LOG_LEVEL", "DEBUG"} {
+	for _, name := range []string{"PORT", "UPSTREAM_TIMEOUT", "ALGORITHM", "OPENAI_BASE_URL", "REDIS_URL", "RATE_LIMIT_FREE", "CACHE_SCOPE", "CORS_ORIGINS", "LOG_LEVEL", "DEBUG", "ACCESS_LOG_BATCH"} {
 		if !strings.Contains(err.Error(), name+":") {
 			t.Errorf("error does not name %s:\n%v", name, err)
 		}

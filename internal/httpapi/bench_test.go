@@ -206,7 +206,7 @@ func BenchmarkAccessLog(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
-			h := withRequestID(withAccessLog(logger, m)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h := withRequestID(withAccessLog(NewAccessLog(logger, m, 0))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				ri := requestInfoFrom(r.Context())
 				ri.userID, ri.cache, ri.tokens = "0190f3a4-8c7e-7b1a-9f2d-3c4b5a697887", "miss", 100
 				w.WriteHeader(http.StatusOK)

@@ -61,13 +61,23 @@ type readyResponse struct {
 
 // handleMetrics serves Prometheus metrics, or a 404 when they are not
 // served on this port.
-func handleMetrics(logger *slog.Logger, m *metrics.Metrics, enabled bool) http.Handler {
+func handleMetrics(logger *slog.Logger, m *metrics.Metrics, a *AccessLog, enabled bool) http.Handler {
 	if m == nil || !enabled {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			writeError(w, r, logger, errStatus(http.StatusNotFound, "Metrics are not served on this port"))
 		})
 	}
-	return m.Handler()
+	return MetricsHandler(m, a)
+}
+
+// MetricsHandler serves m after counting the requests a has queued, so a
+// scrape sees every request that ended before it.
+func MetricsHandler(m *metrics.Metrics, a *AccessLog) http.Handler {
+	h := m.Handler()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.Flush()
+		h.ServeHTTP(w, r)
+	})
 }
 
 // routes is where addRoutes registers: every route goes on the serving mux,

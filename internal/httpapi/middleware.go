@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -12,11 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
-
-	"github.com/agentapi/agentapi/internal/metrics"
-	"github.com/agentapi/agentapi/internal/store"
-	"go.opentelemetry.io/otel/trace"
 )
 
 type ctxKey int
@@ -131,76 +125,6 @@ func (s *statusRecorder) Flush() {
 }
 
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
-
-// withAccessLog writes exactly one JSON line per request. It logs the path but
-// never the query string, headers or body: those can hold tokens and prompts.
-//
-// The same point records the request's metrics, so every request is
-// measured exactly once, from the facts the handlers noted in requestInfo.
-func withAccessLog(logger *slog.Logger, m *metrics.Metrics) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			start := time.Now()
-			rec := &statusRecorder{ResponseWriter: w}
-			next.ServeHTTP(rec, r)
-			sendNow(w, rec)
-			ri := requestInfoFrom(r.Context())
-			status := rec.status
-			if status == 0 {
-				status = http.StatusOK
-			}
-			attrs := make([]slog.Attr, 0, 10)
-			attrs = append(attrs,
-				slog.String("request_id", ri.id),
-				slog.String("method", r.Method),
-				slog.String("path", r.URL.Path),
-				slog.Int("status", status),
-				slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
-				slog.Int64("bytes", rec.bytes),
-			)
-			if ri.userID != "" {
-				attrs = append(attrs, slog.String("user_id", ri.userID))
-			}
-			if sc := trace.SpanContextFromContext(r.Context()); sc.IsValid() {
-				attrs = append(attrs, slog.String("trace_id", sc.TraceID().String()))
-			}
-			if ri.cache != "" {
-				attrs = append(attrs, slog.String("cache", ri.cache))
-			}
-			if ri.tokens != 0 {
-				attrs = append(attrs, slog.Int64("tokens", ri.tokens))
-			}
-			if m != nil {
-				m.ObserveRequest(ri.route, r.Method, status, time.Since(start))
-				if ri.limit != "" {
-					m.LimiterDecision(ri.tier, ri.limit)
-				}
-				if ri.cache != "" {
-					m.CacheLookup(ri.cache == "hit")
-				}
-				if ri.dbError || errors.Is(ri.err, store.ErrUnavailable) {
-					m.DependencyError("database")
-				}
-				if ri.prompt > 0 || ri.completion > 0 {
-					m.Tokens(ri.model, ri.tier, ri.prompt, ri.completion)
-				}
-			}
-			level := slog.LevelInfo
-			if status >= 500 {
-				level = slog.LevelError
-			}
-			// What LogAttrs does, minus looking up the caller's program
-			// counter (runtime.Callers, about a tenth of this line's cost):
-			// the handler does not log the source, and for this line it
-			// would always be this function.
-			if ctx := r.Context(); logger.Enabled(ctx, level) {
-				line := slog.NewRecord(time.Now(), level, "request", 0)
-				line.AddAttrs(attrs...)
-				logger.Handler().Handle(ctx, line)
-			}
-		})
-	}
-}
 
 // sendNow puts a complete answer on the wire before the access log line
 // and the metrics are made, so the client does not wait for them (they

@@ -22,7 +22,7 @@ func addRoutes(mux router, d Deps, states *accountStates, openapi []byte) {
 	mux.Handle("GET /{$}", handleRoot(d.AppName))
 	mux.Handle("GET /health", handleHealth())
 	mux.Handle("GET /ready", handleReady(d.Ready))
-	mux.Handle("GET /metrics", handleMetrics(d.Logger, d.Metrics, d.MetricsOnAPI))
+	mux.Handle("GET /metrics", handleMetrics(d.Logger, d.Metrics, d.AccessLog, d.MetricsOnAPI))
 	mux.Handle("GET /openapi.json", handleOpenAPI(openapi))
 	mux.Handle("GET /docs", handleDocs())
 	mux.Handle("GET /docs/{asset}", handleDocs())

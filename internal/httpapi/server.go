@@ -63,6 +63,9 @@ type Deps struct {
 	AppName string
 	Version string
 	Metrics *metrics.Metrics // nil records nothing
+	// AccessLog makes each request's log line and counts its metrics; nil
+	// means NewAccessLog(Logger, Metrics, 0), a line per request as it ends.
+	AccessLog *AccessLog
 	// Tracer opens the request spans; nil means no tracing.
 	Tracer trace.Tracer
 	// MetricsOnAPI serves /metrics on the API's own port; off when
@@ -138,6 +141,9 @@ func NewHandler(d Deps) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	if d.AccessLog == nil {
+		d.AccessLog = NewAccessLog(d.Logger, d.Metrics, 0)
+	}
 	rt := newRoutes(d.Logger)
 	addRoutes(rt, d, newAccountStates(d.Users, d.Logger), doc)
 	var h http.Handler = rt.serve
@@ -145,7 +151,7 @@ func NewHandler(d Deps) (http.Handler, error) {
 	h = withCORS(d.CORSOrigins)(h)
 	h = withSecurityHeaders(h)
 	h = withRecover(d.Logger)(h)
-	h = withAccessLog(d.Logger, d.Metrics)(h)
+	h = withAccessLog(d.AccessLog)(h)
 	h = withTracing(d.Tracer)(h)
 	h = withRequestID(h)
 	return h, nil

@@ -1,0 +1,229 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/agentapi/agentapi/internal/metrics"
+	"github.com/agentapi/agentapi/internal/store"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// AccessLog makes the one access-log line of each request and counts its
+// metrics, from the facts withAccessLog gathers when the request ends.
+//
+// With a batch interval (NewAccessLog), a request's goroutine only queues
+// those facts; a timer formats the lines and counts the metrics of all the
+// requests queued meanwhile, one after another. Measured with the load
+// harness, this takes about a tenth off what the gateway adds to a call at
+// 1,000 req/s: formatting a line and updating a dozen metric series costs a
+// few µs when done in a batch, with the code and data in the CPU's caches,
+// and several times that when each request does it alone on a cold core. A
+// line is then written up to the interval after its request ended (its
+// time field still says when that was), and a crash can lose the lines of
+// that interval. Flush writes everything queued; /metrics flushes before
+// it answers, and the server closes the log (flushing it) once its last
+// request is done.
+//
+// A queue that reaches maxQueuedLines (a writer that blocks, such as a
+// full pipe) makes each request write its own line again, as without a
+// batch: memory stays bounded and no line is dropped.
+type AccessLog struct {
+	logger  *slog.Logger
+	metrics *metrics.Metrics // nil counts nothing
+	every   time.Duration    // 0: each request writes its own line
+
+	mu       sync.Mutex
+	queue    []accessEntry
+	timer    *time.Timer // drains the queue; armed while it is not empty
+	armed    bool
+	closed   bool
+	flushing sync.Mutex    // one drain at a time keeps lines in their order
+	spare    []accessEntry // the previous batch's array, reused
+}
+
+// maxQueuedLines bounds an AccessLog's queue.
+const maxQueuedLines = 8192
+
+// NewAccessLog returns an AccessLog that writes lines to logger and counts
+// metrics in m (nil: none). every > 0 batches them at that interval; 0
+// makes each request write its own line before its goroutine moves on.
+func NewAccessLog(logger *slog.Logger, m *metrics.Metrics, every time.Duration) *AccessLog {
+	return &AccessLog{logger: logger, metrics: m, every: max(every, 0)}
+}
+
+// accessEntry is what one request's line and metrics are made of.
+type accessEntry struct {
+	end      time.Time
+	duration time.Duration
+	id       string
+	method   string
+	path     string
+	route    string
+	status   int
+	bytes    int64
+	userID   string
+	traceID  string
+	tier     string
+	limit    string
+	cache    string
+	model    string
+	tokens   int64
+	prompt   int64
+	// completion tokens; prompt and completion split tokens for metrics.
+	completion int64
+	dbError    bool
+}
+
+// add records one finished request.
+func (a *AccessLog) add(e accessEntry) {
+	if a.every == 0 {
+		a.write(e)
+		return
+	}
+	a.mu.Lock()
+	if a.closed || len(a.queue) >= maxQueuedLines {
+		a.mu.Unlock()
+		a.write(e)
+		return
+	}
+	a.queue = append(a.queue, e)
+	arm := !a.armed
+	a.armed = true
+	if arm {
+		if a.timer == nil {
+			a.timer = time.AfterFunc(a.every, a.tick)
+		} else {
+			a.timer.Reset(a.every)
+		}
+	}
+	a.mu.Unlock()
+}
+
+// tick drains the queue and stays armed while requests keep coming.
+func (a *AccessLog) tick() {
+	a.Flush()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.queue) > 0 && !a.closed {
+		a.timer.Reset(a.every)
+		return
+	}
+	a.armed = false
+}
+
+// Flush writes every queued line and counts its metrics before returning.
+func (a *AccessLog) Flush() {
+	a.flushing.Lock()
+	defer a.flushing.Unlock()
+	a.mu.Lock()
+	batch := a.queue
+	a.queue = a.spare[:0]
+	a.mu.Unlock()
+	for i := range batch {
+		a.write(batch[i])
+	}
+	clear(batch) // drop the strings until the array is filled again
+	a.spare = batch[:0]
+}
+
+// Close flushes the queue; lines of requests that end afterwards are
+// written by their own goroutines.
+func (a *AccessLog) Close() {
+	a.mu.Lock()
+	a.closed = true
+	if a.timer != nil {
+		a.timer.Stop()
+	}
+	a.mu.Unlock()
+	a.Flush()
+}
+
+// write makes one request's line and counts its metrics.
+func (a *AccessLog) write(e accessEntry) {
+	if m := a.metrics; m != nil {
+		m.ObserveRequest(e.route, e.method, e.status, e.duration)
+		if e.limit != "" {
+			m.LimiterDecision(e.tier, e.limit)
+		}
+		if e.cache != "" {
+			m.CacheLookup(e.cache == "hit")
+		}
+		if e.dbError {
+			m.DependencyError("database")
+		}
+		if e.prompt > 0 || e.completion > 0 {
+			m.Tokens(e.model, e.tier, e.prompt, e.completion)
+		}
+	}
+	level := slog.LevelInfo
+	if e.status >= 500 {
+		level = slog.LevelError
+	}
+	ctx := context.Background()
+	if !a.logger.Enabled(ctx, level) {
+		return
+	}
+	// What LogAttrs does, minus looking up the caller's program counter
+	// (runtime.Callers, about a tenth of this line's cost): the handler
+	// does not log the source, and for this line it would always be the
+	// same function.
+	line := slog.NewRecord(e.end, level, "request", 0)
+	line.AddAttrs(
+		slog.String("request_id", e.id),
+		slog.String("method", e.method),
+		slog.String("path", e.path),
+		slog.Int("status", e.status),
+		slog.Float64("duration_ms", float64(e.duration.Microseconds())/1000),
+		slog.Int64("bytes", e.bytes),
+	)
+	if e.userID != "" {
+		line.AddAttrs(slog.String("user_id", e.userID))
+	}
+	if e.traceID != "" {
+		line.AddAttrs(slog.String("trace_id", e.traceID))
+	}
+	if e.cache != "" {
+		line.AddAttrs(slog.String("cache", e.cache))
+	}
+	if e.tokens != 0 {
+		line.AddAttrs(slog.Int64("tokens", e.tokens))
+	}
+	a.logger.Handler().Handle(ctx, line)
+}
+
+// withAccessLog gathers each request's facts for its one access-log line
+// and its metrics, so every request is measured exactly once, from what the
+// handlers noted in requestInfo. It logs the path but never the query
+// string, headers or body: those can hold tokens and prompts.
+func withAccessLog(a *AccessLog) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			start := time.Now()
+			rec := &statusRecorder{ResponseWriter: w}
+			next.ServeHTTP(rec, r)
+			sendNow(w, rec)
+			end := time.Now()
+			ri := requestInfoFrom(r.Context())
+			e := accessEntry{
+				end: end, duration: end.Sub(start),
+				id: ri.id, method: r.Method, path: r.URL.Path, route: ri.route,
+				status: rec.status, bytes: rec.bytes,
+				userID: ri.userID, tier: ri.tier, limit: ri.limit, cache: ri.cache,
+				model: ri.model, tokens: ri.tokens, prompt: ri.prompt, completion: ri.completion,
+				dbError: ri.dbError || errors.Is(ri.err, store.ErrUnavailable),
+			}
+			if e.status == 0 {
+				e.status = http.StatusOK
+			}
+			if sc := trace.SpanContextFromContext(r.Context()); sc.IsValid() {
+				e.traceID = sc.TraceID().String()
+			}
+			a.add(e)
+		})
+	}
+}
