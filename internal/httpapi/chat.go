@@ -185,10 +185,9 @@ func handleChat(g *gateway) http.Handler {
 		out := chatResponse{Response: content, TokensUsed: u.TotalTokens}
 		if c != nil {
 			if b, err := json.Marshal(out); err == nil {
-				g.store(ctx, key, b)
-				// The bytes just cached are the answer, as writeJSON would
+				// The bytes cached are the answer, as writeJSON would
 				// write it (it appends the newline too); marshal once.
-				writeRawJSON(w, http.StatusOK, append(b, '\n'))
+				g.answerThenStore(ctx, w, key, append(b, '\n'), b)
 				return
 			}
 		}

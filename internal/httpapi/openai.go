@@ -378,11 +378,23 @@ func (g *gateway) plainCall(w http.ResponseWriter, r *http.Request, endpoint str
 		u = usageOrEstimate(u, body, answerText(resp))
 	}
 	g.finish(ctx, p, res, usedModel(resp, model), u)
-	if useCache {
-		g.store(ctx, key, resp.Body)
-		w.Header().Set("X-Cache", "miss")
+	if !useCache {
+		writeRawJSON(w, http.StatusOK, resp.Body)
+		return
 	}
-	writeRawJSON(w, http.StatusOK, resp.Body)
+	w.Header().Set("X-Cache", "miss")
+	g.answerThenStore(ctx, w, key, resp.Body, resp.Body)
+}
+
+// answerThenStore sends a complete answer, then keeps stored in the cache
+// under key. The cache write (a Redis round trip, or otter's bookkeeping)
+// then does not hold up the answer. A client reusing its connection still
+// finds the entry: net/http reads a connection's next request only once
+// this handler has returned.
+func (g *gateway) answerThenStore(ctx context.Context, w http.ResponseWriter, key cache.Key, answer, stored []byte) {
+	writeRawJSON(w, http.StatusOK, answer)
+	_ = http.NewResponseController(w).Flush()
+	g.store(context.WithoutCancel(ctx), key, stored)
 }
 
 // writeRawJSON writes a JSON body we already have as bytes. It states the

@@ -7,9 +7,11 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/agentapi/agentapi/internal/cache"
 	"github.com/pb33f/libopenapi"
 	validator "github.com/pb33f/libopenapi-validator"
 )
@@ -279,5 +281,60 @@ func TestAnswerSentBeforeAccessLog(t *testing.T) {
 	}
 	if strings.Contains(a.logs.String(), `"path":"/v1/chat/completions"`) {
 		t.Fatal("the held access-log line was written")
+	}
+}
+
+// heldCache is a cache whose writes wait until release is closed.
+type heldCache struct {
+	release chan struct{}
+	sets    atomic.Int64
+}
+
+func (c *heldCache) Get(context.Context, cache.Key) ([]byte, bool, error) { return nil, false, nil }
+
+func (c *heldCache) Set(context.Context, cache.Key, []byte) error {
+	c.sets.Add(1)
+	<-c.release
+	return nil
+}
+
+// TestAnswerSentBeforeCacheWrite: a miss's answer reaches the client while
+// its cache write is still going on (a Redis round trip, in production).
+func TestAnswerSentBeforeCacheWrite(t *testing.T) {
+	t.Parallel()
+	held := &heldCache{release: make(chan struct{})}
+	a := newTestAPI(t, testOptions{cache: held})
+	// Registered after the server's cleanup, so it runs first: the held
+	// writes end before the server waits for its handlers.
+	t.Cleanup(func() { close(held.release) })
+	tok := a.user("cachewrite@example.com")
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	for i, c := range []struct{ path, body string }{
+		{"/chat", `{"message":"hello"}`},
+		{"/v1/chat/completions", `{"model":"test-model","messages":[{"role":"user","content":"hello"}]}`},
+	} {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		req, _ := http.NewRequestWithContext(ctx, "POST", a.srv.URL+c.path, strings.NewReader(c.body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			cancel()
+			t.Fatalf("%s: no answer while the cache write waits: %v", c.path, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		cancel()
+		if err != nil || resp.StatusCode != 200 || resp.Header.Get("X-Cache") == "hit" || !json.Valid(body) {
+			t.Fatalf("%s: %d %q %v", c.path, resp.StatusCode, body, err)
+		}
+		// The write begins once the answer is out; it must begin.
+		deadline := time.Now().Add(5 * time.Second)
+		for held.sets.Load() != int64(i+1) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d cache writes begun, want %d", c.path, held.sets.Load(), i+1)
+			}
+			time.Sleep(time.Millisecond)
+		}
 	}
 }
