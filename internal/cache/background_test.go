@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -135,4 +136,48 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// batchRecorder is a store that takes batches and records each.
+type batchRecorder struct {
+	*gatedStore
+	mu      sync.Mutex
+	batches [][]Entry
+}
+
+func (b *batchRecorder) SetMany(_ context.Context, entries []Entry) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.batches = append(b.batches, slices.Clone(entries))
+	return nil
+}
+
+// TestBackgroundSendsBatches: writes queued together reach a store that
+// takes batches in one call, in the order they were made, and none by Set.
+func TestBackgroundSendsBatches(t *testing.T) {
+	t.Parallel()
+	s := &batchRecorder{gatedStore: newGatedStore()}
+	b := NewBackground(s, 16, time.Minute, nil)
+	for _, k := range []Key{"a", "b", "c"} {
+		if err := b.Set(t.Context(), k, []byte(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Wait(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var keys []Key
+	for _, batch := range s.batches {
+		for _, e := range batch {
+			keys = append(keys, e.Key)
+		}
+	}
+	if !slices.Equal(keys, []Key{"a", "b", "c"}) || len(s.batches) > 2 {
+		t.Errorf("batches %v: keys %v, want a, b, c in at most two batches", s.batches, keys)
+	}
+	if len(s.started) != 0 {
+		t.Error("a write went through Set, not the batch")
+	}
 }

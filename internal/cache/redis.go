@@ -134,6 +134,31 @@ func (r *Redis) Set(ctx context.Context, k Key, v []byte) error {
 	return nil
 }
 
+// SetMany stores entries in one pipelined round trip (entries over the
+// size bound are skipped, as Set skips them). Background sends its batches
+// through it.
+func (r *Redis) SetMany(ctx context.Context, entries []Entry) error {
+	if r.bypass() {
+		return ErrBypassed
+	}
+	cctx, cancel := context.WithTimeout(ctx, r.callTimeout)
+	defer cancel()
+	_, err := r.client.Pipelined(cctx, func(p redis.Pipeliner) error {
+		for _, e := range entries {
+			if len(e.Value) <= r.maxEntryBytes {
+				p.Set(cctx, r.prefix+string(e.Key), e.Value, r.ttl)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		r.markFailed(ctx, err)
+		return fmt.Errorf("cache: redis set of %d entries: %w", len(entries), err)
+	}
+	r.markUp()
+	return nil
+}
+
 // bypass reports whether this call should skip Redis: it is failing and
 // this call is not the one probe allowed per interval.
 func (r *Redis) bypass() bool {

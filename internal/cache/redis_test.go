@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -37,6 +38,51 @@ func TestRedisKeyAndTTL(t *testing.T) {
 	}
 	if got := c.Get(t.Context(), prefix+string(k)).Val(); got != "v" {
 		t.Errorf("raw value = %q, want v", got)
+	}
+}
+
+// TestRedisSetMany: a batch lands with the cache's TTL, in one pipelined
+// round trip, skipping an entry over the size bound as Set does; an
+// unreachable Redis is an error.
+func TestRedisSetMany(t *testing.T) {
+	t.Parallel()
+	c := redistest.Client(t)
+	prefix := redistest.Prefix(t)
+	r := NewRedis(c, prefix, 90*time.Second, 16)
+	entries := []Entry{
+		{NewKey("global", "m", []byte("a")), []byte("one")},
+		{NewKey("global", "m", []byte("b")), []byte("two")},
+		{NewKey("global", "m", []byte("c")), bytes.Repeat([]byte("x"), 17)},
+	}
+	if err := r.SetMany(t.Context(), entries); err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range entries {
+		v, ok, err := r.Get(t.Context(), e.Key)
+		if i < 2 && (err != nil || !ok || !bytes.Equal(v, e.Value)) {
+			t.Errorf("entry %d: %q %v %v", i, v, ok, err)
+		}
+		if i == 2 && ok {
+			t.Error("the entry over the size bound was stored")
+		}
+	}
+	if ttl := c.PTTL(t.Context(), prefix+string(entries[1].Key)).Val(); ttl <= 0 || ttl > 90*time.Second {
+		t.Errorf("PTTL = %v, want in (0, 90s]", ttl)
+	}
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	down, err := redisconn.Open(redisconn.Options{Addr: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { down.Close() })
+	if err := NewRedis(down, prefix, time.Minute, 16).SetMany(t.Context(), entries[:1]); err == nil {
+		t.Error("SetMany succeeded against a closed port")
 	}
 }
 
