@@ -18,11 +18,12 @@ import (
 //
 // With a batch interval (NewAccessLog), a request's goroutine only queues
 // those facts; a timer formats the lines and counts the metrics of all the
-// requests queued meanwhile, one after another. Measured with the load
-// harness, this takes about a tenth off what the gateway adds to a call at
-// 1,000 req/s: formatting a line and updating a dozen metric series costs a
-// few µs when done in a batch, with the code and data in the CPU's caches,
-// and several times that when each request does it alone on a cold core. A
+// requests queued meanwhile, one after another. Formatting a line and
+// updating a dozen metric series costs a few µs in a batch, with the code
+// and data in the CPU's caches, and several times that when each request
+// does it alone on a cold core; at 1,000 req/s that is about 5 µs of a
+// /v1 miss's added p50 (BENCHMARKS.md, fourth pass), even though the
+// answer was already sent before the line was made. A
 // line is then written up to the interval after its request ended (its
 // time field still says when that was), and a crash can lose the lines of
 // that interval. Flush writes everything queued; /metrics flushes before
