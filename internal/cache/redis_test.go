@@ -70,24 +70,14 @@ func TestRedisSetMany(t *testing.T) {
 		t.Errorf("PTTL = %v, want in (0, 90s]", ttl)
 	}
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	down, err := redisconn.Open(redisconn.Options{Addr: addr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { down.Close() })
-	if err := NewRedis(down, prefix, time.Minute, 16).SetMany(t.Context(), entries[:1]); err == nil {
+	if err := NewRedis(unreachableRedis(t), prefix, time.Minute, 16).SetMany(t.Context(), entries[:1]); err == nil {
 		t.Error("SetMany succeeded against a closed port")
 	}
 }
 
-func TestRedisUnreachable(t *testing.T) {
-	t.Parallel()
+// unreachableRedis is a client for a loopback port nothing listens on.
+func unreachableRedis(t *testing.T) *redis.Client {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +89,12 @@ func TestRedisUnreachable(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { client.Close() })
-	r := NewRedis(client, redistest.Prefix(t), time.Minute, 1024)
+	return client
+}
+
+func TestRedisUnreachable(t *testing.T) {
+	t.Parallel()
+	r := NewRedis(unreachableRedis(t), redistest.Prefix(t), time.Minute, 1024)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 

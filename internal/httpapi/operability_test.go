@@ -263,18 +263,10 @@ func TestAnswerSentBeforeAccessLog(t *testing.T) {
 		{"/v1/chat/completions", `{"model":"test-model","messages":[{"role":"user","content":"hello"}]}`},
 		{"/chat", `{"message":""}`}, // an error answer too
 	} {
-		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-		req, _ := http.NewRequestWithContext(ctx, "POST", a.srv.URL+c.path, strings.NewReader(c.body))
-		req.Header.Set("Authorization", "Bearer "+tok)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := client.Do(req)
-		if err != nil {
-			cancel()
+		resp, body, err := postWithin(t, client, a.srv.URL+c.path, tok, c.body)
+		if resp == nil {
 			t.Fatalf("%s: no answer while the access log waits: %v", c.path, err)
 		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		cancel()
 		if err != nil || resp.ContentLength != int64(len(body)) || len(resp.TransferEncoding) != 0 || !json.Valid(body) {
 			t.Fatalf("%s: %d, length %d, transfer %v, body %q, %v", c.path, resp.StatusCode, resp.ContentLength, resp.TransferEncoding, body, err)
 		}
@@ -313,18 +305,10 @@ func TestAnswerSentBeforeCacheWrite(t *testing.T) {
 		{"/chat", `{"message":"hello"}`},
 		{"/v1/chat/completions", `{"model":"test-model","messages":[{"role":"user","content":"hello"}]}`},
 	} {
-		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-		req, _ := http.NewRequestWithContext(ctx, "POST", a.srv.URL+c.path, strings.NewReader(c.body))
-		req.Header.Set("Authorization", "Bearer "+tok)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := client.Do(req)
-		if err != nil {
-			cancel()
+		resp, body, err := postWithin(t, client, a.srv.URL+c.path, tok, c.body)
+		if resp == nil {
 			t.Fatalf("%s: no answer while the cache write waits: %v", c.path, err)
 		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		cancel()
 		if err != nil || resp.StatusCode != 200 || resp.Header.Get("X-Cache") == "hit" || !json.Valid(body) {
 			t.Fatalf("%s: %d %q %v", c.path, resp.StatusCode, body, err)
 		}
@@ -337,4 +321,22 @@ func TestAnswerSentBeforeCacheWrite(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}
+}
+
+// postWithin posts a JSON body with a bearer credential and reads the
+// answer, giving up after 5 seconds. resp is nil when no answer came; err
+// then says why, or else reports reading the body.
+func postWithin(t *testing.T, client *http.Client, url, cred, body string) (resp *http.Response, got []byte, err error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+cred)
+	req.Header.Set("Content-Type", "application/json")
+	if resp, err = client.Do(req); err != nil {
+		return nil, nil, err
+	}
+	got, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, got, err
 }
