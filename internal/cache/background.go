@@ -3,9 +3,10 @@ package cache
 import (
 	"context"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/agentapi/agentapi/internal/batch"
 )
 
 // Store is what a response cache provides: [Memory], [Redis] and
@@ -61,14 +62,7 @@ type Background struct {
 	many    batchStore // next's batch write; nil: one Set after another
 	logger  *slog.Logger
 	timeout time.Duration
-	max     int
-
-	mu      sync.Mutex
-	queue   []Entry
-	pending int // queued or being written
-	armed   bool
-	timer   *time.Timer
-	writing sync.Mutex // one batch at a time
+	queue   *batch.Queue[Entry]
 	dropped atomic.Uint64
 }
 
@@ -85,8 +79,9 @@ func NewBackground(next Store, maxPending int, timeout time.Duration, logger *sl
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	b := &Background{next: next, logger: logger, timeout: timeout, max: maxPending}
+	b := &Background{next: next, logger: logger, timeout: timeout}
 	b.many, _ = next.(batchStore)
+	b.queue = batch.New(BatchInterval, maxPending, b.write)
 	return b
 }
 
@@ -98,58 +93,24 @@ func (b *Background) Get(ctx context.Context, k Key) ([]byte, bool, error) {
 // Set queues the write and returns; the caller's context ending does not
 // cancel it. v must not change afterwards.
 func (b *Background) Set(_ context.Context, k Key, v []byte) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.pending >= b.max {
+	if !b.queue.Add(Entry{Key: k, Value: v}) {
 		b.dropped.Add(1)
-		return nil
-	}
-	b.pending++
-	b.queue = append(b.queue, Entry{Key: k, Value: v})
-	if !b.armed {
-		b.armed = true
-		if b.timer == nil {
-			b.timer = time.AfterFunc(BatchInterval, b.tick)
-		} else {
-			b.timer.Reset(BatchInterval)
-		}
 	}
 	return nil
 }
 
-// tick writes the queue and stays armed while writes keep coming.
-func (b *Background) tick() {
-	b.write()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(b.queue) > 0 {
-		b.timer.Reset(BatchInterval)
-		return
-	}
-	b.armed = false
-}
-
-// write sends what is queued as one batch.
-func (b *Background) write() {
-	b.writing.Lock()
-	defer b.writing.Unlock()
-	b.mu.Lock()
-	batch := b.queue
-	b.queue = nil
-	b.mu.Unlock()
-	if len(batch) == 0 {
-		return
-	}
+// write sends one batch.
+func (b *Background) write(entries []Entry) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
 	defer cancel()
 	failed := 0
 	var err error
 	if b.many != nil {
-		if err = b.many.SetMany(ctx, batch); err != nil {
-			failed = len(batch)
+		if err = b.many.SetMany(ctx, entries); err != nil {
+			failed = len(entries)
 		}
 	} else {
-		for _, e := range batch {
+		for _, e := range entries {
 			if e := b.next.Set(ctx, e.Key, e.Value); e != nil {
 				failed, err = failed+1, e
 			}
@@ -158,9 +119,6 @@ func (b *Background) write() {
 	if err != nil {
 		b.logger.LogAttrs(ctx, slog.LevelWarn, "cache set failed", slog.Int("writes", failed), slog.String("error", err.Error()))
 	}
-	b.mu.Lock()
-	b.pending -= len(batch)
-	b.mu.Unlock()
 }
 
 // Dropped reports how many writes were dropped because the bound was
@@ -171,20 +129,15 @@ func (b *Background) Dropped() uint64 { return b.dropped.Load() }
 // ends. Shutdown calls it so that answers already served are still
 // stored.
 func (b *Background) Wait(ctx context.Context) error {
-	go b.write()
+	go b.queue.Flush()
 	t := time.NewTicker(time.Millisecond)
 	defer t.Stop()
-	for {
-		b.mu.Lock()
-		n := b.pending
-		b.mu.Unlock()
-		if n == 0 {
-			return nil
-		}
+	for b.queue.Held() > 0 {
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
+	return nil
 }

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
+	"github.com/agentapi/agentapi/internal/batch"
 	"github.com/agentapi/agentapi/internal/metrics"
 	"github.com/agentapi/agentapi/internal/store"
 	"go.opentelemetry.io/otel/trace"
@@ -35,26 +35,27 @@ import (
 // batch: memory stays bounded and no line is dropped.
 type AccessLog struct {
 	logger  *slog.Logger
-	metrics *metrics.Metrics // nil counts nothing
-	every   time.Duration    // 0: each request writes its own line
-
-	mu       sync.Mutex
-	queue    []accessEntry
-	timer    *time.Timer // drains the queue; armed while it is not empty
-	armed    bool
-	closed   bool
-	flushing sync.Mutex    // one drain at a time keeps lines in their order
-	spare    []accessEntry // the previous batch's array, reused
+	metrics *metrics.Metrics          // nil counts nothing
+	queue   *batch.Queue[accessEntry] // nil: each request writes its own line
 }
 
-// maxQueuedLines bounds an AccessLog's queue.
+// maxQueuedLines bounds an AccessLog's queue (lines queued or being
+// written).
 const maxQueuedLines = 8192
 
 // NewAccessLog returns an AccessLog that writes lines to logger and counts
 // metrics in m (nil: none). every > 0 batches them at that interval; 0
 // makes each request write its own line before its goroutine moves on.
 func NewAccessLog(logger *slog.Logger, m *metrics.Metrics, every time.Duration) *AccessLog {
-	return &AccessLog{logger: logger, metrics: m, every: max(every, 0)}
+	a := &AccessLog{logger: logger, metrics: m}
+	if every > 0 {
+		a.queue = batch.New(every, maxQueuedLines, func(lines []accessEntry) {
+			for i := range lines {
+				a.write(lines[i])
+			}
+		})
+	}
+	return a
 }
 
 // accessEntry is what one request's line and metrics are made of.
@@ -82,66 +83,24 @@ type accessEntry struct {
 
 // add records one finished request.
 func (a *AccessLog) add(e accessEntry) {
-	if a.every == 0 {
+	if a.queue == nil || !a.queue.Add(e) {
 		a.write(e)
-		return
 	}
-	a.mu.Lock()
-	if a.closed || len(a.queue) >= maxQueuedLines {
-		a.mu.Unlock()
-		a.write(e)
-		return
-	}
-	a.queue = append(a.queue, e)
-	arm := !a.armed
-	a.armed = true
-	if arm {
-		if a.timer == nil {
-			a.timer = time.AfterFunc(a.every, a.tick)
-		} else {
-			a.timer.Reset(a.every)
-		}
-	}
-	a.mu.Unlock()
-}
-
-// tick drains the queue and stays armed while requests keep coming.
-func (a *AccessLog) tick() {
-	a.Flush()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if len(a.queue) > 0 && !a.closed {
-		a.timer.Reset(a.every)
-		return
-	}
-	a.armed = false
 }
 
 // Flush writes every queued line and counts its metrics before returning.
 func (a *AccessLog) Flush() {
-	a.flushing.Lock()
-	defer a.flushing.Unlock()
-	a.mu.Lock()
-	batch := a.queue
-	a.queue = a.spare[:0]
-	a.mu.Unlock()
-	for i := range batch {
-		a.write(batch[i])
+	if a.queue != nil {
+		a.queue.Flush()
 	}
-	clear(batch) // drop the strings until the array is filled again
-	a.spare = batch[:0]
 }
 
 // Close flushes the queue; lines of requests that end afterwards are
 // written by their own goroutines.
 func (a *AccessLog) Close() {
-	a.mu.Lock()
-	a.closed = true
-	if a.timer != nil {
-		a.timer.Stop()
+	if a.queue != nil {
+		a.queue.Close()
 	}
-	a.mu.Unlock()
-	a.Flush()
 }
 
 // write makes one request's line and counts its metrics.
