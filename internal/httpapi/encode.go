@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,16 +28,33 @@ func decodeJSON(r *http.Request, v any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
 		return errStatus(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
 	}
-	dec := json.NewDecoder(r.Body)
-	err := dec.Decode(v)
-	if err == nil {
-		// Anything after the value but white space (a second value, or a
-		// stray "}" that More would not report) makes the body invalid.
-		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
-			return errStatus(http.StatusBadRequest, "Request body must contain a single JSON object")
-		}
+	body, err := readBody(r)
+	if err != nil {
+		return jsonError(err)
+	}
+	// The common case, a well-formed body, costs one pass with no
+	// decoder to set up. Unmarshal accepts exactly what the decoder below
+	// accepts (one value, white space around it); when it refuses, the
+	// decoder runs again over the same bytes to say why in the words
+	// clients have always had.
+	if json.Unmarshal(body, v) == nil {
 		return nil
 	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(v); err != nil {
+		return jsonError(err)
+	}
+	// Anything after the value but white space (a second value, or a
+	// stray "}" that More would not report) makes the body invalid.
+	if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
+		return errStatus(http.StatusBadRequest, "Request body must contain a single JSON object")
+	}
+	return nil
+}
+
+// jsonError turns an error reading or decoding a JSON body into the
+// *apiError the client gets.
+func jsonError(err error) error {
 	var maxErr *http.MaxBytesError
 	var syntaxErr *json.SyntaxError
 	var typeErr *json.UnmarshalTypeError

@@ -125,3 +125,58 @@ func TestReadBodyAsReadAllDoes(t *testing.T) {
 		})
 	}
 }
+
+// TestDecodeJSONAnswers pins what decodeJSON tells a client for each kind of
+// body. A good body goes through json.Unmarshal alone; a refused one is read
+// again by a json.Decoder, which words the answer, so both paths are here.
+func TestDecodeJSONAnswers(t *testing.T) {
+	const limit = 64
+	for _, tc := range []struct {
+		name    string
+		body    string
+		status  int // 0: accepted
+		message string
+		field   string // of a 422 with details
+	}{
+		{"object", `{"message":"hi","model":"m"}`, 0, "", ""},
+		{"white space around", " \n{\"message\":\"hi\"}\t ", 0, "", ""},
+		{"unknown fields", `{"message":"hi","role":"admin"}`, 0, "", ""},
+		{"empty", ``, 400, "Request body is empty", ""},
+		{"only white space", "  \n", 400, "Request body is empty", ""},
+		{"cut short", `{"message":"h`, 400, "Malformed JSON", ""},
+		{"not JSON", `message=hi`, 400, "Malformed JSON", ""},
+		{"byte order mark", "\xef\xbb\xbf{}", 400, "Malformed JSON", ""},
+		{"two objects", `{}{}`, 400, "Request body must contain a single JSON object", ""},
+		{"stray brace", `{"message":"hi"}}`, 400, "Request body must contain a single JSON object", ""},
+		{"array", `[]`, 422, "Request body must be a JSON object", ""},
+		{"string", `"hi"`, 422, "Request body must be a JSON object", ""},
+		{"wrong type", `{"message":1}`, 422, "Validation failed", "message"},
+		{"wrong type, then junk", `{"message":1} x`, 422, "Validation failed", "message"},
+		{"over the limit", `{"message":"` + string(bytes.Repeat([]byte("a"), limit)) + `"}`, 413, fmt.Sprintf("Request body exceeds %d bytes", limit), ""},
+		{"one object, then spaces past the limit", `{"message":"hi"}` + string(bytes.Repeat([]byte(" "), limit)), 413, fmt.Sprintf("Request body exceeds %d bytes", limit), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/chat", bytes.NewReader([]byte(tc.body)))
+			r.Header.Set("Content-Type", "application/json")
+			r.Body = http.MaxBytesReader(httptest.NewRecorder(), r.Body, limit)
+			var in chatRequest
+			err := decodeJSON(r, &in)
+			if tc.status == 0 {
+				if err != nil || in.Message == nil || *in.Message != "hi" {
+					t.Fatalf("decodeJSON = %v, message %v; want accepted with message hi", err, in.Message)
+				}
+				return
+			}
+			var ae *apiError
+			if !errors.As(err, &ae) {
+				t.Fatalf("decodeJSON = %v, want an *apiError", err)
+			}
+			if ae.status != tc.status || ae.message != tc.message {
+				t.Fatalf("decodeJSON = %d %v, want %d %q", ae.status, ae.message, tc.status, tc.message)
+			}
+			if tc.field != "" && (len(ae.details) != 1 || ae.details[0].Field != tc.field) {
+				t.Fatalf("details %+v, want one about %s", ae.details, tc.field)
+			}
+		})
+	}
+}
