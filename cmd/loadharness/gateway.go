@@ -129,7 +129,7 @@ func startGateway(ctx context.Context, o gatewayOptions) (*gateway, error) {
 	sink := &logSink{ready: make(chan struct{}), tee: o.log}
 	runCtx, stop := context.WithCancel(ctx)
 	g := &gateway{name: o.name, env: env, stop: stop, done: make(chan error, 1)}
-	go func() { g.done <- cli.Run(runCtx, nil, getenv, strings.NewReader(""), sink, sink) }()
+	go labelled("server", o.name, func() { g.done <- cli.Run(runCtx, nil, getenv, strings.NewReader(""), sink, sink) })
 	select {
 	case <-sink.ready:
 	case err := <-g.done:

@@ -3,10 +3,12 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"os"
 	"runtime/metrics"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -147,6 +149,15 @@ func openLoop(t *target, rate int, d time.Duration, seq *atomic.Uint64, m *meter
 	m.stop(&p, objs, bytes)
 	slices.Sort(p.lat)
 	return p
+}
+
+// labelled runs f with the pprof label key=value on its goroutine and on
+// every goroutine started from it, connections' goroutines included, so a
+// CPU profile of a run splits by what spent the time: the load of one
+// target (load=<target id>) or one server (server=proxy, upstream, or the
+// gateway's name). go tool pprof -tagfocus server=proxy shows one.
+func labelled(key, value string, f func()) {
+	pprof.Do(context.Background(), pprof.Labels(key, value), func(context.Context) { f() })
 }
 
 // closedLoop runs workers that each send the next request as soon as the

@@ -242,7 +242,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	var seq atomic.Uint64
 	for _, t := range append(slices.Clone(plain), streaming...) {
-		if err := t.preflight(&seq); err != nil {
+		var err error
+		labelled("load", t.id, func() { err = t.preflight(&seq) })
+		if err != nil {
 			return fmt.Errorf("preflight: %w", err)
 		}
 	}
@@ -253,10 +255,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	progress("warming up %d targets", len(plain))
 	for _, t := range plain {
-		openLoop(t, slices.Min(o.rates), min(300*time.Millisecond, o.duration), &seq, m)
-		if o.closedDuration > 0 {
-			closedLoop(t, o.workers, min(200*time.Millisecond, o.closedDuration), &seq, m)
-		}
+		labelled("load", t.id, func() {
+			openLoop(t, slices.Min(o.rates), min(300*time.Millisecond, o.duration), &seq, m)
+			if o.closedDuration > 0 {
+				closedLoop(t, o.workers, min(200*time.Millisecond, o.closedDuration), &seq, m)
+			}
+		})
 	}
 
 	stopProfile, err := startProfiles(o)
@@ -287,7 +291,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 					// unit the Redis budget is counted in.
 					stopPinger = startPinger(ctx, o.redisURL)
 				}
-				res.open[t.id][rate] = append(res.open[t.id][rate], openLoop(t, rate, o.duration, &seq, m))
+				labelled("load", t.id, func() {
+					res.open[t.id][rate] = append(res.open[t.id][rate], openLoop(t, rate, o.duration, &seq, m))
+				})
 				if stopPinger != nil {
 					res.redisRTTsUnderLoad = append(res.redisRTTsUnderLoad, stopPinger()...)
 				}
@@ -300,7 +306,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 					return ctx.Err()
 				}
 				settle()
-				res.closed[t.id] = append(res.closed[t.id], closedLoop(t, o.workers, o.closedDuration, &seq, m))
+				labelled("load", t.id, func() {
+					res.closed[t.id] = append(res.closed[t.id], closedLoop(t, o.workers, o.closedDuration, &seq, m))
+				})
 			}
 		}
 	}
@@ -314,7 +322,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 					return ctx.Err()
 				}
 				settle()
-				res.streams[t.id] = append(res.streams[t.id], streamLoad(t, o.streamRate, 0, o.streamDuration, o.stall, &seq))
+				labelled("load", t.id, func() {
+					res.streams[t.id] = append(res.streams[t.id], streamLoad(t, o.streamRate, 0, o.streamDuration, o.stall, &seq))
+				})
 			}
 		}
 		if o.concurrentStreams > 0 {
@@ -323,7 +333,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			for _, t := range streaming {
 				progress("%d concurrent streams: %s", o.concurrentStreams, t.id)
 				settle()
-				res.concurrent[t.id] = streamLoad(t, 0, o.concurrentStreams, 0, o.stall, &seq)
+				labelled("load", t.id, func() {
+					res.concurrent[t.id] = streamLoad(t, 0, o.concurrentStreams, 0, o.stall, &seq)
+				})
 			}
 		}
 	}

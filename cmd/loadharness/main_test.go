@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"runtime/pprof"
 	"strings"
 	"testing"
 )
@@ -34,5 +35,29 @@ func TestParseFlagsRefusesRemoteRedis(t *testing.T) {
 	}
 	if _, err := parseFlags([]string{"-redis", "redis://127.0.0.1:6379/0"}, &errOut); err != nil {
 		t.Fatalf("loopback Redis refused: %v", err)
+	}
+}
+
+// TestLabelledReachesGoroutinesStartedInside checks that a goroutine
+// started under labelled carries the label, as a server's connection
+// goroutines must for a profile to split by target.
+func TestLabelledReachesGoroutinesStartedInside(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{})
+	labelled("server", "label-test", func() {
+		go func() {
+			close(started)
+			<-release
+		}()
+	})
+	<-started
+	var dump bytes.Buffer
+	err := pprof.Lookup("goroutine").WriteTo(&dump, 1)
+	close(release)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(dump.String(), `"server":"label-test"`) {
+		t.Fatalf("no goroutine carries server=label-test:\n%s", dump.String())
 	}
 }

@@ -121,7 +121,7 @@ func newProxy(upstreamBase string) (string, func(), error) {
 		return "", nil, err
 	}
 	srv := &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	go srv.Serve(ln)
+	go labelled("server", "proxy", func() { srv.Serve(ln) })
 	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
 }
 

@@ -70,7 +70,7 @@ func newUpstream(latency time.Duration, chunks int, interval time.Duration) (*up
 				u.conns.Add(-1)
 			}
 		}}
-	go u.srv.Serve(ln)
+	go labelled("server", "upstream", func() { u.srv.Serve(ln) })
 	return u, nil
 }
 
