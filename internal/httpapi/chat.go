@@ -173,7 +173,7 @@ func handleChat(g *gateway) http.Handler {
 			writeError(w, r, logger, err)
 			return
 		}
-		content, err := llm.FirstMessageContent(resp.Body)
+		content, err := resp.Content()
 		if err != nil {
 			// The tokens were generated (and billed upstream) all the same.
 			g.finish(ctx, p, res, usedModel(resp, model), resp.Usage)

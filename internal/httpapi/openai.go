@@ -307,7 +307,7 @@ func handleChatCompletions(g *gateway) http.Handler {
 			return
 		}
 		g.plainCall(w, r, "v1/chat/completions", body, req, model, g.llm.Complete, func(resp *llm.Response) string {
-			text, _ := llm.FirstMessageContent(resp.Body)
+			text, _ := resp.Content()
 			return text
 		})
 	})

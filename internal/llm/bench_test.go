@@ -135,3 +135,16 @@ func BenchmarkFirstMessageContent(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkResponseContent is the same lookup on an answer the Client has
+// read, which it checked to be well-formed JSON then.
+func BenchmarkResponseContent(b *testing.B) {
+	resp := &Response{Body: benchAnswer(), valid: true}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(resp.Body)))
+	for b.Loop() {
+		if s, err := resp.Content(); err != nil || s == "" {
+			b.Fatalf("Content = %q, %v", s, err)
+		}
+	}
+}

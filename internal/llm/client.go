@@ -85,6 +85,17 @@ type Response struct {
 	Model string
 	// Status is the upstream's HTTP status (a 2xx).
 	Status int
+
+	// valid records that Body was checked to be well-formed JSON when it
+	// was read, so Content need not check it again.
+	valid bool
+}
+
+// Content returns choices[0].message.content of the answer, as
+// [FirstMessageContent] does. It skips the JSON well-formedness check when
+// the Client already made it while reading the answer.
+func (r *Response) Content() (string, error) {
+	return messageContent(r.Body, r.valid)
 }
 
 // errFirstByteTimeout is the cancellation cause set by the first-byte
@@ -261,7 +272,8 @@ func (c *Client) post(ctx context.Context, target *url.URL, body []byte, budget 
 	if err != nil {
 		return nil, &UpstreamError{Kind: ErrUpstreamUnavailable, Status: status, Upstream: c.name, detail: "response body is not a JSON object"}
 	}
-	return &Response{Body: raw, Usage: meta.Usage, Model: meta.Model, Status: status}, nil
+	// readMeta refuses a body that is not well-formed JSON.
+	return &Response{Body: raw, Usage: meta.Usage, Model: meta.Model, Status: status, valid: true}, nil
 }
 
 // fetch performs a plain call and reads the whole (capped) body.

@@ -118,8 +118,9 @@ func TestCompletePassesBodyThroughAndReadsUsage(t *testing.T) {
 	if !bytes.Equal(resp.Body, answer) {
 		t.Errorf("body changed in transit:\n got %q\nwant %q", resp.Body, answer)
 	}
-	want := Response{Body: answer, Usage: Usage{PromptTokens: 9, CompletionTokens: 3, TotalTokens: 12}, Model: "gpt-test-2025", Status: 200}
-	if diff := cmp.Diff(want, *resp); diff != "" {
+	// valid: the Client checked the body, so Content need not.
+	want := Response{Body: answer, Usage: Usage{PromptTokens: 9, CompletionTokens: 3, TotalTokens: 12}, Model: "gpt-test-2025", Status: 200, valid: true}
+	if diff := cmp.Diff(want, *resp, cmp.AllowUnexported(Response{})); diff != "" {
 		t.Errorf("response (-want +got):\n%s", diff)
 	}
 	if gotMethod != http.MethodPost || gotPath != "/v1/chat/completions" {
@@ -706,8 +707,8 @@ func TestEmbeddings(t *testing.T) {
 	if path != "/v1/embeddings" {
 		t.Errorf("path = %q", path)
 	}
-	want := Response{Body: []byte(answer), Usage: Usage{PromptTokens: 5, TotalTokens: 5}, Model: "emb-1", Status: 200}
-	if diff := cmp.Diff(want, *resp); diff != "" {
+	want := Response{Body: []byte(answer), Usage: Usage{PromptTokens: 5, TotalTokens: 5}, Model: "emb-1", Status: 200, valid: true}
+	if diff := cmp.Diff(want, *resp, cmp.AllowUnexported(Response{})); diff != "" {
 		t.Errorf("response (-want +got):\n%s", diff)
 	}
 }

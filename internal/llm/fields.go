@@ -100,7 +100,13 @@ func tokenCount(usage gjson.Result, key string) (int64, error) {
 // wrapping ErrUpstreamUnavailable, since it means the upstream sent
 // something malformed.
 func FirstMessageContent(body []byte) (string, error) {
-	text, hasChoice, err := firstChoiceContent(body, "message")
+	return messageContent(body, false)
+}
+
+// messageContent is FirstMessageContent; valid says body is known to be
+// well-formed JSON already.
+func messageContent(body []byte, valid bool) (string, error) {
+	text, hasChoice, err := firstChoiceContent(body, "message", valid)
 	if err != nil {
 		return "", fmt.Errorf("%w: reading choices[0].message.content: %w", ErrUpstreamUnavailable, err)
 	}
@@ -115,7 +121,7 @@ func FirstMessageContent(body []byte) (string, error) {
 // announcement, the finish chunk or the final usage chunk, give "". A
 // payload that is not JSON gives an error wrapping ErrUpstreamUnavailable.
 func StreamDelta(chunk []byte) (string, error) {
-	text, _, err := firstChoiceContent(chunk, "delta")
+	text, _, err := firstChoiceContent(chunk, "delta", false)
 	if err != nil {
 		return "", fmt.Errorf("%w: reading choices[0].delta.content: %w", ErrUpstreamUnavailable, err)
 	}
@@ -128,9 +134,11 @@ func StreamDelta(chunk []byte) (string, error) {
 // reads keys as OpenAI spells them, takes the first of a repeated key, and
 // looks at nothing but the path: other choices may hold anything. On
 // bodies without such oddities it gives what decoding with encoding/json
-// gives (FuzzChoiceContent checks it).
-func firstChoiceContent(body []byte, field string) (text string, hasChoice bool, err error) {
-	if !gjson.ValidBytes(body) {
+// gives (FuzzChoiceContent checks it). valid skips checking that body is
+// well-formed JSON, for a caller that has checked it already: on a body
+// that is not, the lookups below answer nonsense instead of an error.
+func firstChoiceContent(body []byte, field string, valid bool) (text string, hasChoice bool, err error) {
+	if !valid && !gjson.ValidBytes(body) {
 		return "", false, errors.New("not valid JSON")
 	}
 	root := gjson.ParseBytes(body)

@@ -164,7 +164,8 @@ func choiceContentDecoded(body []byte, field string) (string, bool, error) {
 // their decoded and re-encoded form (which has no repeated keys), unless a
 // key on the path is spelled with other cases or a choice after the first
 // is neither an object nor null, where the two differ by design (see
-// firstChoiceContent).
+// firstChoiceContent). On valid JSON, skipping the validity check (as
+// Response.Content does for a body the Client checked) changes nothing.
 func FuzzChoiceContent(f *testing.F) {
 	f.Add([]byte(`{"choices":[{"message":{"content":"hi \u00e9\n"}}]}`))
 	f.Add([]byte(`{"choices":[{"delta":{"content":[{"type":"text","text":"a"}]}}]}`))
@@ -172,9 +173,16 @@ func FuzzChoiceContent(f *testing.F) {
 	f.Add([]byte(`{"choices":[{"message":{"content":"ok"}},{"message":{"content":1e400}}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for _, field := range []string{"message", "delta"} {
-			got, gotChoice, gotErr := firstChoiceContent(body, field)
+			got, gotChoice, gotErr := firstChoiceContent(body, field, false)
 			if gotErr == nil && !json.Valid(body) {
 				t.Fatalf("accepted invalid JSON %q", body)
+			}
+			if json.Valid(body) {
+				trusted, trustedChoice, trustedErr := firstChoiceContent(body, field, true)
+				if trusted != got || trustedChoice != gotChoice || (trustedErr == nil) != (gotErr == nil) {
+					t.Fatalf("body %q, field %s: unchecked %q, %v, %v; checked %q, %v, %v",
+						body, field, trusted, trustedChoice, trustedErr, got, gotChoice, gotErr)
+				}
 			}
 			var v any
 			if json.Unmarshal(body, &v) != nil {
@@ -184,7 +192,7 @@ func FuzzChoiceContent(f *testing.F) {
 			if err != nil || !comparableAnswer(v, field) {
 				continue
 			}
-			got, gotChoice, gotErr = firstChoiceContent(canon, field)
+			got, gotChoice, gotErr = firstChoiceContent(canon, field, false)
 			want, wantChoice, wantErr := choiceContentDecoded(canon, field)
 			if got != want || gotChoice != wantChoice || (gotErr == nil) != (wantErr == nil) {
 				t.Fatalf("body %s, field %s: got %q, %v, %v; encoding/json %q, %v, %v",
@@ -231,4 +239,22 @@ func variantKey(obj map[string]any, name string) bool {
 		}
 	}
 	return false
+}
+
+// TestResponseContentChecksWhatTheClientDidNot: a Response made by hand
+// (a mock, another provider) has an unchecked body, and Content still
+// refuses one that is not JSON; a body the Client read was checked.
+func TestResponseContentChecksWhatTheClientDidNot(t *testing.T) {
+	bad := &Response{Body: []byte(`{"choices":[{"message":{"content":"hi"}}]`)} // one brace short
+	if text, err := bad.Content(); err == nil {
+		t.Fatalf("Content of a body that is not JSON = %q, nil", text)
+	}
+	good := &Response{Body: []byte(`{"choices":[{"message":{"content":"hi"}}]}`)}
+	if text, err := good.Content(); err != nil || text != "hi" {
+		t.Fatalf("Content = %q, %v; want hi", text, err)
+	}
+	good.valid = true
+	if text, err := good.Content(); err != nil || text != "hi" {
+		t.Fatalf("Content of a checked body = %q, %v; want hi", text, err)
+	}
 }
