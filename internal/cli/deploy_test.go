@@ -746,6 +746,11 @@ func TestComposeEnvironmentStarts(t *testing.T) {
 	// Keys of this run only: limiter, cache and login-throttle state in the
 	// shared test Redis would otherwise carry over between runs.
 	env["REDIS_KEY_PREFIX"] = redistest.Prefix(t)
+	// This test is about sharing, not about a slow Redis: on a loaded
+	// machine (the race detector, parallel packages) a call past the
+	// default 250ms would send a replica to its local bucket for a second
+	// and the count below would be of that bucket instead.
+	env["RATE_LIMIT_REDIS_TIMEOUT"] = "5s"
 
 	var replicas []*server
 	for range c.Services["api"].Deploy.Replicas {
