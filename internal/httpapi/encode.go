@@ -21,12 +21,21 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	writeRawJSON(w, status, append(b, '\n'))
 }
 
+// requireJSON refuses a request whose Content-Type is set to anything but
+// JSON.
+func requireJSON(r *http.Request) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
+		return errStatus(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+	}
+	return nil
+}
+
 // decodeJSON reads one JSON object from the (size-limited) body into v. Unknown
 // fields are ignored: a client cannot set anything we do not read. It returns an
 // *apiError describing what is wrong, ready for writeError.
 func decodeJSON(r *http.Request, v any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
-		return errStatus(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+	if err := requireJSON(r); err != nil {
+		return err
 	}
 	body, err := readBody(r)
 	if err != nil {

@@ -44,8 +44,8 @@ func errOpenAIParam(param, msg string) *apiError {
 // must be the model the upstream runs.
 func readOpenAIRequest(r *http.Request) ([]byte, openAIRequest, error) {
 	var req openAIRequest
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
-		return nil, req, errStatus(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+	if err := requireJSON(r); err != nil {
+		return nil, req, err
 	}
 	body, err := readBody(r)
 	if err != nil {
