@@ -111,8 +111,8 @@ func (b *Background) write(entries []Entry) {
 		}
 	} else {
 		for _, e := range entries {
-			if e := b.next.Set(ctx, e.Key, e.Value); e != nil {
-				failed, err = failed+1, e
+			if serr := b.next.Set(ctx, e.Key, e.Value); serr != nil {
+				failed, err = failed+1, serr
 			}
 		}
 	}
