@@ -112,13 +112,8 @@ func TestAccessLogTimerFlushes(t *testing.T) {
 	h := loggedHandler(a)
 	for round := 1; round <= 2; round++ {
 		serveLogged(t, h, "r")
-		deadline := time.Now().Add(5 * time.Second)
-		for len(accessLines(t, &buf)) < round {
-			if time.Now().After(deadline) {
-				t.Fatalf("round %d: the line was not written by the timer", round)
-			}
-			time.Sleep(time.Millisecond)
-		}
+		// Within 5s, or the line was not written by the timer.
+		waitFor(t, func() bool { return len(accessLines(t, &buf)) >= round })
 		time.Sleep(20 * time.Millisecond) // the timer finds nothing and rests
 	}
 }
