@@ -119,7 +119,7 @@ func operations() []operation {
 		{Method: "GET", Path: "/admin/users/{id}/usage", Tag: "admin", Auth: true, Summary: "A user's token usage (admins only)",
 			Description: "Query: from, to (YYYY-MM-DD, UTC; default the current month).",
 			Responses:   []docResponse{{Status: 200, Description: "Totals by day and model.", Body: usageReport{}}, docUnauthorized, docForbidden, docNotFound, docValidation}},
-	}, gatewayOperations()...)
+	}, append(gatewayOperations(), consoleOperations()...)...)
 }
 
 // routePath turns a ServeMux pattern ("GET /keys/{id}", "GET /{$}") into the
@@ -212,7 +212,7 @@ func buildOpenAPI(title, version string, ops []operation) ([]byte, error) {
 		"info": map[string]any{
 			"title":       title,
 			"version":     version,
-			"description": "AI Agent API: accounts, JWT and API-key authentication, per-user rate limits, response cache, usage accounting and an OpenAI-compatible surface. Errors outside /v1 are {\"error\": <message or object>, \"path\": <request path>} (5xx add request_id).",
+			"description": "AI Agent API: accounts, JWT and API-key authentication, per-user rate limits, response cache, usage accounting and an OpenAI-compatible surface. Errors outside /v1 are `{\"error\": <message or object>, \"path\": <request path>}` (5xx add request_id). A web console for people is at /console/.",
 		},
 		"paths": paths,
 		"components": map[string]any{

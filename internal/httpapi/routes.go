@@ -52,4 +52,6 @@ func addRoutes(mux router, d Deps, states *accountStates, openapi []byte) {
 	mux.Handle("GET /admin/users/{id}", admin(handleAdminGetUser(d.Logger, d.Admin)))
 	mux.Handle("PATCH /admin/users/{id}", admin(handleAdminPatchUser(d.Logger, d.Admin, states)))
 	mux.Handle("GET /admin/users/{id}/usage", admin(handleAdminUserUsage(d.Logger, d.Admin)))
+
+	addConsoleRoutes(mux, d, sess, states, authn)
 }
