@@ -51,7 +51,8 @@ export function drawChart(container, { days, rows, metric, unit, label, models: 
   for (const f of [0, 0.5, 1]) {
     const y = TOP + plotH - f * plotH;
     root.append(svg('line', { class: 'axis', x1: LEFT, x2: W - RIGHT, y1: y, y2: y }));
-    root.append(svg('text', { x: LEFT - 6, y: y + 4, 'text-anchor': 'end' }, num(Math.round(f * max))));
+    const v = f * max;
+    root.append(svg('text', { x: LEFT - 6, y: y + 4, 'text-anchor': 'end' }, Number.isInteger(v) ? num(v) : v.toFixed(1)));
   }
   days.forEach((d, i) => {
     const x = LEFT + i * band;
@@ -66,7 +67,8 @@ export function drawChart(container, { days, rows, metric, unit, label, models: 
       rect.append(svg('title', {}, `${d} · ${r.model}: ${num(r[metric])} ${unit}`));
       root.append(rect);
     }
-    if (i % 7 === 0 || i === days.length - 1) {
+    // A date under every seventh bar and the last, never two crowded together.
+    if ((i % 7 === 0 && days.length - 1 - i >= 4) || i === days.length - 1) {
       root.append(svg('text', { x: x + band / 2, y: H - 8, 'text-anchor': 'middle' }, d.slice(5)));
     }
   });

@@ -139,10 +139,13 @@ export async function signOut() {
   location.assign('/console/signin?ended=signout');
 }
 
+// leave goes to the sign-in page, saying why when there was a session.
 function leave(reason) {
   access = null;
-  const q = reason && /disabled/i.test(reason) ? 'disabled' : 'expired';
-  location.replace('/console/signin?ended=' + q);
+  let q = '?ended=expired';
+  if (/disabled/i.test(reason || '')) q = '?ended=disabled';
+  else if (/not signed in/i.test(reason || '')) q = '';
+  location.replace('/console/signin' + q);
 }
 
 // raw is fetch with the access token; a 401 gets one refresh and retry.
@@ -212,19 +215,17 @@ export async function guard(label, fn, region) {
   }
 }
 
+// watch asks every WATCH_MS whether the session still holds. It runs in
+// background tabs too (browsers slow their timers to about once a second
+// there), so a disabled account's every open tab closes.
 function watch() {
   const tick = async () => {
-    if (document.visibilityState === 'visible') {
-      try {
-        await raw('/console/api/me');
-      } catch (_) { /* a network blip: try again next tick; a 401 has left already */ }
-    }
+    try {
+      await raw('/console/api/me');
+    } catch (_) { /* a network blip: try again next tick; a 401 has left already */ }
     setTimeout(tick, WATCH_MS);
   };
   setTimeout(tick, WATCH_MS);
-  document.addEventListener('visibilitychange', () => {
-    if (document.visibilityState === 'visible') raw('/console/api/me').catch(() => {});
-  });
 }
 
 // boot starts a signed-in page: it gets a token, learns who is signed in,
