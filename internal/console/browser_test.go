@@ -620,6 +620,36 @@ func TestConsoleInBrowser(t *testing.T) {
 		return
 	}
 
+	if !t.Run("the usage page totals the range and makes its CSV", func(t *testing.T) {
+		person := personTab.with(t)
+		person.open("/console/usage")
+		person.wait("the usage table", `document.querySelector('#usage-table tfoot tr') !== null && !document.getElementById('csv').disabled`)
+		now := time.Now().UTC()
+		from, to := now.AddDate(0, 0, -29).Format("2006-01-02"), now.Format("2006-01-02")
+		code, m := apiCall(t, "GET", base+"/usage?from="+from+"&to="+to, login(t, base, userEmail, userPass), nil)
+		if code != 200 {
+			t.Fatalf("GET /usage = %d", code)
+		}
+		want := fmt.Sprint(m["totals"].(map[string]any)["total_tokens"])
+		if got := strings.ReplaceAll(eval[string](person, `document.getElementById('usage-total').textContent`), ",", ""); got != want {
+			t.Errorf("the table's total is %s tokens, /usage says %s", got, want)
+		}
+		// The CSV the download button saves: quoted where needed, and a
+		// cell that a spreadsheet would run as a formula is defused.
+		csv := eval[string](person, `import('/console/assets/usage.js').then(m => m.toCSV({from: 'a', to: 'b',
+			days: [{day: '2026-01-01', model: '=HYPERLINK("x")', requests: 1, prompt_tokens: 2, completion_tokens: 3, total_tokens: 5}],
+			totals: {requests: 1, prompt_tokens: 2, completion_tokens: 3, total_tokens: 5}}))`)
+		wantCSV := "day,model,requests,prompt_tokens,completion_tokens,total_tokens\r\n" +
+			"2026-01-01,\"'=HYPERLINK(\"\"x\"\")\",1,2,3,5\r\n" +
+			"total,,1,2,3,5\r\n"
+		if csv != wantCSV {
+			t.Errorf("CSV:\n%q\nwant\n%q", csv, wantCSV)
+		}
+		person.noProblems("usage")
+	}) {
+		return
+	}
+
 	if !t.Run("a non-admin sees no admin pages and the admin API refuses them", func(t *testing.T) {
 		person := personTab.with(t)
 		if hidden := eval[bool](person, `document.getElementById('nav-admin').hidden`); !hidden {
