@@ -23,7 +23,7 @@ import (
 type Result struct {
 	// Decision is the rate limiter's.
 	Decision ratelimit.Decision
-	// LookedUp reports whether the cache was read in the same round trip.
+	// LookedUp reports whether the cache was read in the same step.
 	// When false the caller reads it itself if it still wants to: the
 	// limiter answered without Redis (it is down), so the lookup was never
 	// sent.
@@ -43,6 +43,9 @@ type Pipelined struct {
 	Limiter *ratelimit.Fallback
 	Cache   *cache.Redis
 	Tracer  trace.Tracer
+	// Direct, when set, answers Allow and Peek (calls without a lookup)
+	// instead of Limiter: the same limiter, wrapped (say, traced).
+	Direct ratelimit.Limiter
 }
 
 // AllowAndGet takes one token of key's bucket under policy p and reads k
@@ -77,4 +80,20 @@ func (a Pipelined) AllowAndGet(ctx context.Context, key string, p ratelimit.Poli
 		res.Value, res.Hit, res.CacheErr = a.Cache.GetResult(ctx, get)
 	}
 	return res, nil
+}
+
+// Allow takes one token of key's bucket under policy p, without a lookup.
+func (a Pipelined) Allow(ctx context.Context, key string, p ratelimit.Policy) (ratelimit.Decision, error) {
+	if a.Direct != nil {
+		return a.Direct.Allow(ctx, key, p)
+	}
+	return a.Limiter.Allow(ctx, key, p)
+}
+
+// Peek reports key's bucket without taking a token.
+func (a Pipelined) Peek(ctx context.Context, key string, p ratelimit.Policy) (ratelimit.Decision, error) {
+	if a.Direct != nil {
+		return a.Direct.Peek(ctx, key, p)
+	}
+	return a.Limiter.Peek(ctx, key, p)
 }

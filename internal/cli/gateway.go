@@ -10,7 +10,6 @@ import (
 
 	"github.com/agentapi/agentapi/internal/budget"
 	"github.com/agentapi/agentapi/internal/config"
-	"github.com/agentapi/agentapi/internal/httpapi"
 	"github.com/agentapi/agentapi/internal/llm"
 	"github.com/agentapi/agentapi/internal/metrics"
 	"github.com/agentapi/agentapi/internal/telemetry"
@@ -84,11 +83,6 @@ func newBudget(cfg config.Config, rdb *redis.Client) interface {
 		return budget.NewRedis(rdb, cfg.RedisKeyPrefix+redisBudgetPrefix, nil)
 	}
 	return budget.NewMemory(nil)
-}
-
-// tokenBudgets is TOKEN_BUDGET_FREE and TOKEN_BUDGET_PRO by tier.
-func tokenBudgets(cfg config.Config) httpapi.TokenBudgets {
-	return httpapi.TokenBudgets{"free": cfg.TokenBudgetFree, "pro": cfg.TokenBudgetPro}
 }
 
 // inflight counts requests inside the handler, so that shutdown can wait

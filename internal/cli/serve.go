@@ -14,6 +14,7 @@ import (
 	"github.com/agentapi/agentapi/internal/auth"
 	"github.com/agentapi/agentapi/internal/cache"
 	"github.com/agentapi/agentapi/internal/config"
+	"github.com/agentapi/agentapi/internal/gateway"
 	"github.com/agentapi/agentapi/internal/httpapi"
 	"github.com/agentapi/agentapi/internal/metrics"
 	"github.com/agentapi/agentapi/internal/ratelimit"
@@ -21,6 +22,7 @@ import (
 	"github.com/agentapi/agentapi/internal/revocation"
 	"github.com/agentapi/agentapi/internal/store"
 	"github.com/agentapi/agentapi/internal/telemetry"
+	"github.com/agentapi/agentapi/internal/tier"
 	"github.com/agentapi/agentapi/internal/usage"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/trace"
@@ -156,9 +158,16 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			admit.Tracer = tracer
 		}
 	}
-	var admitter httpapi.Admitter
+	// The one admitter: the rate-limit decision and the cache lookup in one
+	// Redis round trip when both live there, else one after the other.
+	var admitter gateway.Admitter = admission.Sequential{Limiter: lim, Cache: respCache}
 	if admit != nil {
+		admit.Direct = lim
 		admitter = admit
+	}
+	tiers, err := tierTable(cfg)
+	if err != nil {
+		return err
 	}
 
 	provider, err := newProvider(cfg, m, tracing, logger)
@@ -167,6 +176,24 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 
 	rec := usage.NewRecorder(st, logger, usage.Options{})
+	scope := gateway.ScopeUser
+	if cfg.CacheScope == "global" {
+		scope = gateway.ScopeGlobal
+	}
+	gw := gateway.New(gateway.Options{
+		Logger:   logger,
+		Provider: provider,
+		Admitter: admitter,
+		Tiers:    tiers,
+		Cache:    respCache, CacheScope: scope,
+		Usage: rec,
+		// Token budgets are a cost control: while their store is down
+		// calls go on, unless the operator chose deny for Redis trouble.
+		Budget:         newBudget(cfg, rdb),
+		BudgetFailOpen: cfg.RateLimitOnRedisError != "deny",
+		Models:         cfg.LLMModels,
+		DefaultModel:   cfg.LLMModel,
+	})
 	// Closed (flushed) below once the last request is done; the deferred
 	// Close covers the early returns.
 	accessLog := httpapi.NewAccessLog(logger, m, cfg.AccessLogBatch)
@@ -184,28 +211,14 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Admin:        st,
 		Hasher:       hasher,
 		Tokens:       tokens,
+		Gateway:      gw,
 		Limiter:      lim,
-		Policies:     policies(cfg),
-		Cache:        respCache,
-		Admitter:     admitter,
-		Caps:         caps(cfg),
-		CacheScope:   cfg.CacheScope,
-		LLM:          provider,
-		DefaultModel: cfg.LLMModel,
-		Usage:        rec,
 		Ready:        ready,
 		CORSOrigins:  cfg.CORSOrigins,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 
-		// The gateway's parts: API keys, usage reports, token budgets
-		// (a cost control: while their store is down calls go on, unless
-		// the operator chose deny for Redis trouble), the model allowlist.
 		APIKeys:            st,
 		UsageReports:       st,
-		Budget:             newBudget(cfg, rdb),
-		TokenBudgets:       tokenBudgets(cfg),
-		BudgetFailOpen:     cfg.RateLimitOnRedisError != "deny",
-		Models:             cfg.LLMModels,
 		StreamWriteTimeout: cfg.StreamWriteTimeout,
 
 		// Sessions: refresh tokens, logouts shared through Redis, and
@@ -322,11 +335,14 @@ func pruneRefreshTokens(ctx context.Context, st *store.Store, logger *slog.Logge
 	}
 }
 
-func policies(cfg config.Config) httpapi.Policies {
-	return httpapi.Policies{
-		"free": {Name: "free", Capacity: cfg.RateLimitFree, RefillPerSecond: cfg.RateLimitFreeRefill},
-		"pro":  {Name: "pro", Capacity: cfg.RateLimitPro, RefillPerSecond: cfg.RateLimitProRefill},
-	}
+// tierTable is the tiers' settings from the configuration.
+func tierTable(cfg config.Config) (tier.Table, error) {
+	return tier.New(
+		tier.Tier{Name: tier.Free, RateLimit: ratelimit.Policy{Capacity: cfg.RateLimitFree, RefillPerSecond: cfg.RateLimitFreeRefill},
+			MaxTokens: cfg.MaxTokensFree, MaxBodyBytes: cfg.MaxBodyBytesFree, DailyTokens: cfg.TokenBudgetFree},
+		tier.Tier{Name: tier.Pro, RateLimit: ratelimit.Policy{Capacity: cfg.RateLimitPro, RefillPerSecond: cfg.RateLimitProRefill},
+			MaxTokens: cfg.MaxTokensPro, MaxBodyBytes: cfg.MaxBodyBytesPro, DailyTokens: cfg.TokenBudgetPro},
+	)
 }
 
 // newLimiter picks the in-process limiter, or the Redis one (shared by all
@@ -341,14 +357,6 @@ func newLimiter(cfg config.Config, rdb *redis.Client, logger *slog.Logger, m *me
 		return nil, fmt.Errorf("RATE_LIMIT_ON_REDIS_ERROR: %w", err)
 	}
 	return ratelimit.NewFallback(ratelimit.NewRedis(rdb, cfg.RedisKeyPrefix+redisLimitPrefix), mem, ratelimit.FallbackOptions{Mode: mode, Logger: logger, OnFallback: m.LimiterFallback, SharedTimeout: cfg.RateLimitRedisTimeout})
-}
-
-// caps are the tiers' request caps.
-func caps(cfg config.Config) httpapi.TierCaps {
-	return httpapi.TierCaps{
-		"free": {MaxTokens: cfg.MaxTokensFree, MaxBodyBytes: cfg.MaxBodyBytesFree},
-		"pro":  {MaxTokens: cfg.MaxTokensPro, MaxBodyBytes: cfg.MaxBodyBytesPro},
-	}
 }
 
 // newCache returns the response cache, nil (caching off) when CACHE_TTL is

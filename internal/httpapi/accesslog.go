@@ -169,6 +169,7 @@ func withAccessLog(a *AccessLog) func(http.Handler) http.Handler {
 			sendNow(w, rec)
 			end := time.Now()
 			ri := requestInfoFrom(r.Context())
+			ri.takeOutcomes()
 			e := accessEntry{
 				end: end, duration: end.Sub(start),
 				id: ri.id, method: r.Method, path: r.URL.Path, route: ri.route,

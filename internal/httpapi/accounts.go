@@ -179,18 +179,19 @@ type principal struct {
 // principalFrom returns who the request acts for; the zero principal before
 // authentication.
 func principalFrom(ctx context.Context) principal {
-	if ri := requestInfoFrom(ctx); ri != nil {
-		return ri.principal
+	if p, ok := ctx.Value(ctxPrincipal).(*principal); ok {
+		return *p
 	}
 	return principal{}
 }
 
-// authenticated notes who the request acts for. The principal lives in the
-// request's requestInfo, which is already in its context: a context value
-// of its own would copy the request (WithContext) once more.
-func authenticated(r *http.Request, p principal) {
-	ri := requestInfoFrom(r.Context())
-	ri.principal, ri.userID = p, p.UserID
+// authenticated returns r acting for p. The access log learns the user's
+// id too, when the request has a record.
+func authenticated(r *http.Request, p principal) *http.Request {
+	if ri := requestInfoFrom(r.Context()); ri != nil {
+		ri.userID = p.UserID
+	}
+	return r.WithContext(context.WithValue(r.Context(), ctxPrincipal, &p))
 }
 
 // requireAuth admits requests with a valid bearer access token whose account
@@ -217,7 +218,7 @@ func requireAuth(logger *slog.Logger, tokens *auth.Tokens, states *accountStates
 			}
 			p := principal{UserID: c.UserID, Tier: c.Tier, Role: store.DefaultRole,
 				TokenID: c.ID, TokenExpires: c.ExpiresAt, SessionID: c.SessionID}
-			st, known, err := states.get(r.Context(), c.UserID)
+			st, known, err := accountOf(r.Context(), states, c.UserID)
 			switch {
 			case errors.Is(err, errAccountGone):
 				writeError(w, r, logger, fmt.Errorf("%w: %w", auth.ErrInvalidToken, err))
@@ -231,8 +232,7 @@ func requireAuth(logger *slog.Logger, tokens *auth.Tokens, states *accountStates
 			case known:
 				p.Tier, p.Role = st.Tier, st.Role
 			}
-			authenticated(r, p)
-			next.ServeHTTP(w, r)
+			next.ServeHTTP(w, authenticated(r, p))
 		})
 	}
 }

@@ -57,30 +57,28 @@ var errAccountGone = errors.New("httpapi: account no longer exists")
 // get returns the account's current state. When the database cannot answer,
 // a stale entry is used if there is one; otherwise ok is false and the caller
 // falls back to what the signed token says (availability over freshness
-// during an outage; the token itself is still verified).
-func (a *accountStates) get(ctx context.Context, userID string) (st accountState, ok bool, err error) {
+// during an outage; the token itself is still verified). dbFailed reports
+// that outage.
+func (a *accountStates) get(ctx context.Context, userID string) (st accountState, ok, dbFailed bool, err error) {
 	now := a.now()
 	a.mu.Lock()
 	e, found := a.entries[userID]
 	a.mu.Unlock()
 	if found && now.Sub(e.fetched) < accountStateTTL {
-		return e.state, true, nil
+		return e.state, true, false, nil
 	}
 	u, err := a.users.UserByID(ctx, userID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		a.forget(userID)
-		return accountState{}, false, errAccountGone
+		return accountState{}, false, false, errAccountGone
 	case err != nil:
 		if ctx.Err() != nil {
-			return accountState{}, false, ctx.Err()
-		}
-		if ri := requestInfoFrom(ctx); ri != nil {
-			ri.dbError = true
+			return accountState{}, false, false, ctx.Err()
 		}
 		a.logger.LogAttrs(ctx, slog.LevelWarn, "account lookup failed; using the last known state or the token's claims",
 			slog.String("request_id", requestID(ctx)), slog.String("error", err.Error()))
-		return e.state, found, nil
+		return e.state, found, true, nil
 	}
 	st = accountState{Tier: u.Tier, Role: u.Role, Disabled: u.Disabled}
 	a.mu.Lock()
@@ -89,7 +87,19 @@ func (a *accountStates) get(ctx context.Context, userID string) (st accountState
 	}
 	a.entries[userID] = accountEntry{state: st, fetched: now}
 	a.mu.Unlock()
-	return st, true, nil
+	return st, true, false, nil
+}
+
+// accountOf is get for a request: a database failure it survived is noted
+// in the request's access-log record.
+func accountOf(ctx context.Context, states *accountStates, userID string) (accountState, bool, error) {
+	st, ok, dbFailed, err := states.get(ctx, userID)
+	if dbFailed {
+		if ri := requestInfoFrom(ctx); ri != nil {
+			ri.dbError = true
+		}
+	}
+	return st, ok, err
 }
 
 // forget drops a cached state, so a change made on this replica applies at once.

@@ -155,7 +155,7 @@ func acceptAPIKeys(logger *slog.Logger, keys *apiKeys, states *accountStates, to
 			}
 			// Least privilege while the database cannot say more.
 			p := principal{UserID: k.UserID, Tier: store.DefaultTier, Role: store.DefaultRole, KeyID: k.ID}
-			st, known, err := states.get(ctx, k.UserID)
+			st, known, err := accountOf(ctx, states, k.UserID)
 			switch {
 			case errors.Is(err, errAccountGone):
 				writeError(w, r, logger, errInvalidAPIKey())
@@ -169,8 +169,7 @@ func acceptAPIKeys(logger *slog.Logger, keys *apiKeys, states *accountStates, to
 			case known:
 				p.Tier = st.Tier
 			}
-			authenticated(r, p)
-			next.ServeHTTP(w, r)
+			next.ServeHTTP(w, authenticated(r, p))
 		})
 	}
 }

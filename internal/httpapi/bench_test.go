@@ -13,12 +13,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentapi/agentapi/internal/admission"
 	"github.com/agentapi/agentapi/internal/auth"
 	"github.com/agentapi/agentapi/internal/cache"
+	"github.com/agentapi/agentapi/internal/gateway"
 	"github.com/agentapi/agentapi/internal/llm"
 	"github.com/agentapi/agentapi/internal/metrics"
 	"github.com/agentapi/agentapi/internal/ratelimit"
 	"github.com/agentapi/agentapi/internal/store"
+	"github.com/agentapi/agentapi/internal/tier"
 )
 
 // The benchmarks here measure the gateway's own work per request without
@@ -81,19 +84,26 @@ func benchGateway(b *testing.B) (h http.Handler, token, apiKey string) {
 	}
 	respCache := cache.NewMemory(64<<20, time.Hour)
 	b.Cleanup(respCache.Close)
+	lim := ratelimit.NewMemory(1 << 16)
+	tiers, err := tier.New(
+		tier.Tier{Name: tier.Free, RateLimit: ratelimit.Policy{Capacity: 10, RefillPerSecond: 1}},
+		tier.Tier{Name: tier.Pro, RateLimit: ratelimit.Policy{Capacity: 1 << 40, RefillPerSecond: 1e9}},
+	)
+	if err != nil {
+		b.Fatal(err)
+	}
+	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	gw := gateway.New(gateway.Options{Logger: logger, Provider: answeringProvider{llm.NewMock()},
+		Admitter: admission.Sequential{Limiter: lim, Cache: respCache}, Tiers: tiers,
+		Cache: respCache, Usage: discardUsage{}, DefaultModel: "gpt-4o-mini"})
 	h, err = NewHandler(Deps{
-		Logger:       slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		Logger:       logger,
 		AppName:      "bench",
 		Metrics:      metrics.New(),
 		Users:        st,
 		Tokens:       tokens,
-		Limiter:      ratelimit.NewMemory(1 << 16),
-		Policies:     Policies{"free": {Name: "free", Capacity: 10, RefillPerSecond: 1}, "pro": {Name: "pro", Capacity: 1 << 40, RefillPerSecond: 1e9}},
-		Cache:        respCache,
-		CacheScope:   "user",
-		LLM:          answeringProvider{llm.NewMock()},
-		DefaultModel: "gpt-4o-mini",
-		Usage:        discardUsage{},
+		Gateway:      gw,
+		Limiter:      lim,
 		APIKeys:      st,
 		MaxBodyBytes: 1 << 20,
 	})

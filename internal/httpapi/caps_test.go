@@ -133,10 +133,26 @@ func TestMalformedRequestsSpendNoToken(t *testing.T) {
 	}
 }
 
-// fakeAdmitter answers admissions with a fixed result and counts them.
+// fakeAdmitter answers admissions with a fixed result and counts them;
+// decisions without a lookup go to a real in-process limiter.
 type fakeAdmitter struct {
 	res   admission.Result
 	calls atomic.Int64
+	once  sync.Once
+	lim   *ratelimit.Memory
+}
+
+func (f *fakeAdmitter) limiter() *ratelimit.Memory {
+	f.once.Do(func() { f.lim = ratelimit.NewMemory(100) })
+	return f.lim
+}
+
+func (f *fakeAdmitter) Allow(ctx context.Context, key string, p ratelimit.Policy) (ratelimit.Decision, error) {
+	return f.limiter().Allow(ctx, key, p)
+}
+
+func (f *fakeAdmitter) Peek(ctx context.Context, key string, p ratelimit.Policy) (ratelimit.Decision, error) {
+	return f.limiter().Peek(ctx, key, p)
 }
 
 func (f *fakeAdmitter) AllowAndGet(_ context.Context, _ string, p ratelimit.Policy, _ cache.Key) (admission.Result, error) {

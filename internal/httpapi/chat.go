@@ -3,14 +3,13 @@ package httpapi
 import (
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"math"
 	"net/http"
 	"strconv"
 	"time"
 	"unicode/utf8"
 
-	"github.com/agentapi/agentapi/internal/cache"
+	"github.com/agentapi/agentapi/internal/gateway"
 	"github.com/agentapi/agentapi/internal/llm"
 	"github.com/agentapi/agentapi/internal/ratelimit"
 )
@@ -21,11 +20,7 @@ const (
 	maxModelBytes   = 200
 )
 
-// rateLimitKey is the bucket of one user: the same key for every credential
-// the user holds, so a second API key does not double the limit.
-func rateLimitKey(userID string) string { return "user:" + userID }
-
-// rateLimitBody is the prototype's 429 detail, field for field.
+// rateLimitBody is the legacy /chat contract's 429 detail, field for field.
 type rateLimitBody struct {
 	Error string `json:"error"`
 	Tier  string `json:"tier"`
@@ -97,10 +92,10 @@ func validModel(m string) bool {
 	return true
 }
 
-func handleChat(g *gateway) http.Handler {
-	logger, c, provider, defaultModel := g.logger, g.cache, g.llm, g.defaultModel
+func handleChat(m *modelRoutes) http.Handler {
+	logger, gw := m.logger, m.gw
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		caps := g.limitBody(w, r)
+		t := m.limitBody(w, r)
 		var in chatRequest
 		if err := decodeJSON(r, &in); err != nil {
 			writeError(w, r, logger, err)
@@ -112,12 +107,12 @@ func handleChat(g *gateway) http.Handler {
 		} else if n := utf8.RuneCountInString(*in.Message); n < 1 || n > maxMessageChars || !utf8.ValidString(*in.Message) {
 			problems = append(problems, fieldProblem{"message", fmt.Sprintf("must be 1 to %d characters", maxMessageChars)})
 		}
-		model := defaultModel
+		model := gw.DefaultModel()
 		if in.Model != nil {
 			model = *in.Model
 			if !validModel(model) {
 				problems = append(problems, fieldProblem{"model", fmt.Sprintf("must be a model name of at most %d bytes without spaces", maxModelBytes)})
-			} else if !g.allowed(model) {
+			} else if !gw.Allowed(model) {
 				problems = append(problems, fieldProblem{"model", "is not one of the models this service allows (see GET /v1/models)"})
 			}
 		}
@@ -126,32 +121,32 @@ func handleChat(g *gateway) http.Handler {
 			return
 		}
 		ctx := r.Context()
-		p := principalFrom(ctx)
-		info := requestInfoFrom(ctx)
-
 		body, err := json.Marshal(upstreamChat{Model: model, Messages: []upstreamMessage{{Role: "user", Content: *in.Message}},
-			MaxCompletionTokens: caps.MaxTokens})
+			MaxCompletionTokens: t.MaxTokens})
 		if err != nil {
 			writeError(w, r, logger, err)
 			return
 		}
+		spec := gateway.Spec{Endpoint: "chat", Model: model, Body: body, Estimate: llm.EstimateTokens(*in.Message)}
 		if in.Stream != nil && *in.Stream {
 			// Streams are not cached: the cache keeps whole answers.
-			if _, _, ok := g.admit(w, r, "", false); !ok {
+			if spec.Body, err = streamingBody(body); err != nil {
+				writeError(w, r, logger, err)
 				return
 			}
-			g.streamChatAnswer(w, r, body, model, *in.Message)
+			call, ok := m.begin(w, r, spec)
+			if !ok {
+				return
+			}
+			m.relay(w, r, call, spec.Body, model, chatEvents{})
 			return
 		}
-		var key cache.Key
-		if c != nil {
-			key = g.cacheKey("chat", p, model, body)
-		}
-		cached, hit, ok := g.admit(w, r, key, c != nil)
+		spec.Cache = gw.Caching()
+		call, ok := m.begin(w, r, spec)
 		if !ok {
 			return
 		}
-		if hit {
+		if cached, hit := call.Cached(); hit {
 			var prev chatResponse
 			if json.Unmarshal(cached, &prev) == nil {
 				// A hit costs no tokens: nothing was generated for it.
@@ -159,35 +154,28 @@ func handleChat(g *gateway) http.Handler {
 				return
 			}
 			// Not an answer of ours: ask the model, and overwrite it.
-			info.cache = "miss"
+			call.Unusable()
 		}
-
-		res, err := g.reserve(ctx, p, llm.EstimateTokens(*in.Message))
+		resp, err := call.Complete(ctx)
 		if err != nil {
-			writeError(w, r, logger, err)
-			return
-		}
-		resp, err := provider.Complete(ctx, body)
-		if err != nil {
-			g.finish(ctx, p, res, model, llm.Usage{})
 			writeError(w, r, logger, err)
 			return
 		}
 		content, err := resp.Content()
 		if err != nil {
 			// The tokens were generated (and billed upstream) all the same.
-			g.finish(ctx, p, res, usedModel(resp, model), resp.Usage)
+			call.Finish(ctx, usedModel(resp, model), resp.Usage)
 			writeError(w, r, logger, fmt.Errorf("chat: upstream answer: %w", err))
 			return
 		}
-		u := usageOrEstimate(resp.Usage, body, content)
-		g.finish(ctx, p, res, usedModel(resp, model), u)
+		u := gateway.UsageOrEstimate(resp.Usage, body, content)
+		call.Finish(ctx, usedModel(resp, model), u)
 		out := chatResponse{Response: content, TokensUsed: u.TotalTokens}
-		if c != nil {
+		if call.Caching() {
 			if b, err := json.Marshal(out); err == nil {
 				// The bytes cached are the answer, as writeJSON would
 				// write it (it appends the newline too); marshal once.
-				g.answerThenStore(ctx, w, key, append(b, '\n'), b)
+				answerThenStore(ctx, w, call, append(b, '\n'), b)
 				return
 			}
 		}
@@ -226,22 +214,22 @@ type quotaResponse struct {
 	TokenBudget  tokenBudgetInfo `json:"token_budget"`
 }
 
-func handleQuota(logger *slog.Logger, lim limiter, policies Policies, g *gateway, reports usageStore) http.Handler {
+func handleQuota(m *modelRoutes, reports usageStore) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p := principalFrom(r.Context())
-		pol := policies.For(p.Tier)
-		d, err := lim.Peek(r.Context(), rateLimitKey(p.UserID), pol)
+		ctx := r.Context()
+		p := principalFrom(ctx)
+		q, err := m.gw.Quota(ctx, callerOf(ctx), requestID(ctx), reports)
 		if err != nil {
-			writeError(w, r, logger, err)
+			writeError(w, r, m.logger, err)
 			return
 		}
-		tb, err := g.tokenBudget(r.Context(), p, reports)
-		if err != nil {
-			writeError(w, r, logger, err)
-			return
+		tb := tokenBudgetInfo{Period: "day", Used: q.Used, ResetSeconds: ceilSeconds(q.Reset, 0)}
+		if q.Limit > 0 {
+			limit, rem := q.Limit, max(q.Limit-q.Used, 0)
+			tb.Limit, tb.Remaining = &limit, &rem
 		}
-		setRateLimitHeaders(w.Header(), pol, d)
-		writeJSON(w, http.StatusOK, quotaResponse{UserID: p.UserID, Tier: pol.Name, Limit: pol.Capacity,
-			Remaining: d.Remaining, ResetSeconds: ceilSeconds(d.Reset, 0), TokenBudget: tb})
+		setRateLimitHeaders(w.Header(), q.Policy, q.Decision)
+		writeJSON(w, http.StatusOK, quotaResponse{UserID: p.UserID, Tier: q.Policy.Name, Limit: q.Policy.Capacity,
+			Remaining: q.Decision.Remaining, ResetSeconds: ceilSeconds(q.Decision.Reset, 0), TokenBudget: tb})
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/agentapi/agentapi/internal/auth"
+	"github.com/agentapi/agentapi/internal/gateway"
 	"github.com/agentapi/agentapi/internal/llm"
 	"github.com/agentapi/agentapi/internal/ratelimit"
 	"github.com/agentapi/agentapi/internal/store"
@@ -75,8 +76,27 @@ func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 	info := requestInfoFrom(r.Context())
 	var ae *apiError
 	var ue *llm.UpstreamError
+	var limited *gateway.LimitedError
+	var exceeded *gateway.BudgetExceededError
 	switch {
 	case errors.As(err, &ae):
+	case errors.As(err, &limited):
+		ae = &apiError{status: http.StatusTooManyRequests,
+			message: rateLimitBody{Error: "Rate limit exceeded", Tier: limited.Policy.Name, Limit: limited.Policy.Capacity},
+			header:  http.Header{"Retry-After": {strconv.FormatInt(ceilSeconds(limited.Decision.RetryAfter, 1), 10)}}}
+	case errors.As(err, &exceeded):
+		st := exceeded.Status
+		reset := ceilSeconds(st.Reset, 1)
+		msg := fmt.Sprintf("Daily token budget of the %s tier (%d tokens per UTC day) is used up: %d used; it resets at 00:00 UTC, in %d seconds.",
+			exceeded.Tier, st.Limit, st.Used, reset)
+		ae = &apiError{status: http.StatusTooManyRequests,
+			message: tokenBudgetBody{Error: "Daily token budget exceeded", Tier: exceeded.Tier, Budget: st.Limit, Used: st.Used, ResetSeconds: reset},
+			// Waiting seconds will not help, so tell the SDKs not to retry.
+			header: http.Header{"Retry-After": {strconv.FormatInt(reset, 10)}, "X-Should-Retry": {"false"}},
+			openAI: openAIErrorFields{message: msg, typ: "insufficient_quota", code: "insufficient_quota"}}
+	case errors.Is(err, gateway.ErrBudgetUnavailable):
+		ae = &apiError{status: http.StatusServiceUnavailable, message: "Token budget unavailable",
+			header: http.Header{"Retry-After": {"1"}}}
 	case errors.Is(err, auth.ErrInvalidToken):
 		ae = &apiError{status: http.StatusUnauthorized, message: "Invalid token",
 			header: http.Header{"Www-Authenticate": {`Bearer error="invalid_token"`}}}

@@ -12,11 +12,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentapi/agentapi/internal/admission"
 	"github.com/agentapi/agentapi/internal/auth"
 	"github.com/agentapi/agentapi/internal/budget"
+	"github.com/agentapi/agentapi/internal/gateway"
 	"github.com/agentapi/agentapi/internal/llm"
 	"github.com/agentapi/agentapi/internal/ratelimit"
 	"github.com/agentapi/agentapi/internal/store"
+	"github.com/agentapi/agentapi/internal/tier"
 	"github.com/agentapi/agentapi/internal/usage"
 )
 
@@ -66,12 +69,17 @@ func BenchmarkStreamFirstByte(b *testing.B) {
 	logger := slog.New(slog.DiscardHandler)
 	rec := usage.NewRecorder(st, logger, usage.Options{})
 	defer rec.Close(ctx)
+	lim := ratelimit.NewMemory(1000)
+	tiers, err := tier.New(tier.Tier{Name: tier.Free, RateLimit: ratelimit.Policy{Capacity: 1 << 40, RefillPerSecond: 1 << 30}, DailyTokens: 1 << 50})
+	if err != nil {
+		b.Fatal(err)
+	}
+	governed := gateway.New(gateway.Options{Logger: logger, Provider: router, Admitter: admission.Sequential{Limiter: lim},
+		Tiers: tiers, Usage: rec, Budget: budget.NewMemory(nil), DefaultModel: "m"})
 	h, err := NewHandler(Deps{
 		Logger: logger, AppName: "bench", Users: st, Admin: st, Tokens: tokens,
-		Limiter:  ratelimit.NewMemory(1000),
-		Policies: Policies{"free": {Name: "free", Capacity: 1 << 40, RefillPerSecond: 1 << 30}},
-		LLM:      router, DefaultModel: "m", Usage: rec,
-		APIKeys: st, UsageReports: st, Budget: budget.NewMemory(nil), TokenBudgets: TokenBudgets{"free": 1 << 50},
+		Gateway: governed, Limiter: lim,
+		APIKeys: st, UsageReports: st,
 		MaxBodyBytes: 1 << 20,
 	})
 	if err != nil {

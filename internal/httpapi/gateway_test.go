@@ -21,7 +21,7 @@ import (
 	"github.com/tidwall/gjson"
 )
 
-// The rest of modelProvider for the provider that panics (api_test.go).
+// The rest of gateway.Provider for the provider that panics (api_test.go).
 
 func (panicProvider) Stream(context.Context, []byte) (*llm.Stream, error) {
 	panic("secret internal detail")
@@ -789,20 +789,4 @@ func TestStreamToAClientThatStopsReading(t *testing.T) {
 		t.Fatal("the upstream call outlived a client that stopped reading")
 	}
 	waitFor(t, func() bool { return len(rec.all()) == 1 && rec.all()[0].CompletionTokens > 0 })
-}
-
-func TestPromptText(t *testing.T) {
-	t.Parallel()
-	cases := map[string]string{
-		`{"model":"m","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"}]}`:            "Be brief.Hi",
-		`{"messages":[{"role":"user","content":[{"type":"text","text":"look"},{"type":"image_url","image_url":{}}]}]}`: "look",
-		`{"model":"e","input":["a","bc"]}`: "abc",
-		`{"model":"e","input":"abc"}`:      "abc",
-		`{"prompt":"legacy"}`:              `{"prompt":"legacy"}`,
-	}
-	for req, want := range cases {
-		if got := promptText([]byte(req)); got != want {
-			t.Errorf("promptText(%s) = %q, want %q", req, got, want)
-		}
-	}
 }

@@ -15,13 +15,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentapi/agentapi/internal/admission"
 	"github.com/agentapi/agentapi/internal/auth"
 	"github.com/agentapi/agentapi/internal/budget"
 	"github.com/agentapi/agentapi/internal/cache"
+	"github.com/agentapi/agentapi/internal/gateway"
 	"github.com/agentapi/agentapi/internal/llm"
 	"github.com/agentapi/agentapi/internal/metrics"
 	"github.com/agentapi/agentapi/internal/ratelimit"
 	"github.com/agentapi/agentapi/internal/store"
+	"github.com/agentapi/agentapi/internal/tier"
 	"github.com/agentapi/agentapi/internal/usage"
 )
 
@@ -123,7 +126,7 @@ type testOptions struct {
 	timeout    time.Duration
 	cors       []string
 	maxBody    int64
-	provider   modelProvider // overrides the fake upstream client
+	provider   gateway.Provider // overrides the fake upstream client
 	// budgetFree is the free tier's daily token budget (0: none).
 	budgetFree int64
 	// models is the model allowlist (empty: any).
@@ -133,7 +136,7 @@ type testOptions struct {
 	// store shares another testAPI's database, as a second replica does.
 	store *store.Store
 	// recorder replaces the usage recorder.
-	recorder usageRecorder
+	recorder gateway.UsageRecorder
 	// routed puts the fake upstream behind an llm.Router with these options.
 	routed *llm.RouterOptions
 	// loginLimits throttle logins (zero: the defaults).
@@ -143,14 +146,19 @@ type testOptions struct {
 	revoker  revoker
 	// budget replaces the in-process budget store; budgetFailClosed
 	// answers 503 while it fails (RATE_LIMIT_ON_REDIS_ERROR=deny).
-	budget           budgeter
+	budget           gateway.Budgets
 	budgetFailClosed bool
 	// caps are the tiers' request caps (nil: none).
 	caps TierCaps
 	// cache replaces the in-process cache; admitter is Deps.Admitter.
-	cache    responseCache
-	admitter Admitter
+	cache    cache.Store
+	admitter gateway.Admitter
 }
+
+// RequestCaps and TierCaps give the tiers' request caps in tests.
+type RequestCaps struct{ MaxTokens, MaxBodyBytes int64 }
+
+type TierCaps map[string]RequestCaps
 
 func newTestAPI(t *testing.T, o testOptions) *testAPI {
 	t.Helper()
@@ -205,45 +213,65 @@ func newTestAPI(t *testing.T, o testOptions) *testAPI {
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	rec := usage.NewRecorder(st, logger, usage.Options{FlushInterval: 20 * time.Millisecond})
 	t.Cleanup(func() { rec.Close(context.Background()) })
-	var recorder usageRecorder = rec
+	var recorder gateway.UsageRecorder = rec
 	if o.recorder != nil {
 		recorder = o.recorder
 	}
-	var c responseCache
+	var c cache.Store
 	switch {
 	case o.cache != nil:
 		c = o.cache
 	case !o.noCache:
 		c = cache.NewMemory(8<<20, time.Hour)
 	}
-	var bud budgeter = budget.NewMemory(nil)
+	var bud gateway.Budgets = budget.NewMemory(nil)
 	if o.budget != nil {
 		bud = o.budget
 	}
+	lim := ratelimit.NewMemory(1000)
+	var adm gateway.Admitter = admission.Sequential{Limiter: lim, Cache: c}
+	if o.admitter != nil {
+		adm = o.admitter
+	}
+	tiers, err := tier.New(
+		tier.Tier{Name: tier.Free, RateLimit: ratelimit.Policy{Capacity: o.capacity, RefillPerSecond: o.refill},
+			MaxTokens: o.caps[tier.Free].MaxTokens, MaxBodyBytes: o.caps[tier.Free].MaxBodyBytes, DailyTokens: o.budgetFree},
+		tier.Tier{Name: tier.Pro, RateLimit: ratelimit.Policy{Capacity: 1000, RefillPerSecond: 10},
+			MaxTokens: o.caps[tier.Pro].MaxTokens, MaxBodyBytes: o.caps[tier.Pro].MaxBodyBytes},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scope := gateway.ScopeUser
+	if o.cacheScope == "global" {
+		scope = gateway.ScopeGlobal
+	}
+	gw := gateway.New(gateway.Options{
+		Logger: logger, Provider: provider, Admitter: adm, Tiers: tiers,
+		Cache: c, CacheScope: scope, Usage: recorder,
+		Budget: bud, BudgetFailOpen: !o.budgetFailClosed,
+		Models: o.models, DefaultModel: "test-model",
+	})
 	m := metrics.New()
 	h, err := NewHandler(Deps{
 		Logger:  logger,
 		AppName: "AI Agent API",
 		Version: "test",
 		Metrics: m, MetricsOnAPI: true,
-		Users:    st,
-		Admin:    st,
-		Hasher:   hasher,
-		Tokens:   tokens,
-		Limiter:  ratelimit.NewMemory(1000),
-		Policies: Policies{"free": {Name: "free", Capacity: o.capacity, RefillPerSecond: o.refill}, "pro": {Name: "pro", Capacity: 1000, RefillPerSecond: 10}},
-		Cache:    c, CacheScope: o.cacheScope, Admitter: o.admitter, Caps: o.caps,
-		LLM: provider, DefaultModel: "test-model",
+		Users:   st,
+		Admin:   st,
+		Hasher:  hasher,
+		Tokens:  tokens,
+		Gateway: gw,
+		Limiter: lim,
 		APIKeys: st, UsageReports: st,
-		Budget: bud, TokenBudgets: TokenBudgets{"free": o.budgetFree}, BudgetFailOpen: !o.budgetFailClosed,
-		Models: o.models, StreamWriteTimeout: o.writeTimeout,
-		Usage:        recorder,
-		Ready:        []ReadyCheck{{Name: "database", Check: st.Ping}},
-		CORSOrigins:  o.cors,
-		MaxBodyBytes: o.maxBody,
-		Sessions:     st,
-		Revoker:      o.revoker,
-		LoginLimits:  o.loginLimits,
+		StreamWriteTimeout: o.writeTimeout,
+		Ready:              []ReadyCheck{{Name: "database", Check: st.Ping}},
+		CORSOrigins:        o.cors,
+		MaxBodyBytes:       o.maxBody,
+		Sessions:           st,
+		Revoker:            o.revoker,
+		LoginLimits:        o.loginLimits,
 	})
 	if err != nil {
 		t.Fatal(err)

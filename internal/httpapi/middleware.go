@@ -11,12 +11,15 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/agentapi/agentapi/internal/gateway"
 )
 
 type ctxKey int
 
 const (
 	ctxRequestInfo ctxKey = iota
+	ctxPrincipal
 )
 
 // requestInfo travels with a request so that the one access-log line can carry
@@ -25,17 +28,45 @@ type requestInfo struct {
 	id     string
 	route  string // the matched ServeMux pattern, for metrics
 	userID string
-	// principal is who the request acts for, once authenticated.
-	principal principal
-	tier      string
-	limit     string // rate-limit result: "allowed", "limited", "error", or ""
-	cache     string // "hit", "miss", or "" when not applicable
-	model     string
+	// calls are the governed model calls the request made; the fields
+	// below them are filled from their outcomes when the request ends.
+	calls []*gateway.Call
+	tier  string
+	limit string // rate-limit result: "allowed", "limited", "error", or ""
+	cache string // "hit", "miss", or "" when not applicable
+	model string
 	// tokens is the call's total; prompt and completion split it for metrics.
 	tokens, prompt, completion int64
 	// dbError notes a database failure the request survived (or died of).
 	dbError bool
 	err     error
+}
+
+// noteCall adds a model call to the request's record.
+func (ri *requestInfo) noteCall(c *gateway.Call) {
+	if ri != nil {
+		ri.calls = append(ri.calls, c)
+	}
+}
+
+// takeOutcomes copies what the request's model calls did into the record:
+// the first call's tier, rate-limit and cache results (later turns of a
+// request spend no token and are not cached), the tokens of them all, and
+// the model of the last that used any. It is the one place a call's
+// outcome reaches the access log.
+func (ri *requestInfo) takeOutcomes() {
+	for i, c := range ri.calls {
+		o := c.Outcome()
+		if i == 0 {
+			ri.tier, ri.limit, ri.cache = o.Tier.Name, o.Limit.String(), o.Cache.String()
+		}
+		if o.Usage.TotalTokens != 0 {
+			ri.tokens += o.Usage.TotalTokens
+			ri.prompt += o.Usage.PromptTokens
+			ri.completion += o.Usage.CompletionTokens
+			ri.model = o.Model
+		}
+	}
 }
 
 func requestInfoFrom(ctx context.Context) *requestInfo {

@@ -7,13 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
-	"sync"
-	"time"
 
-	"github.com/agentapi/agentapi/internal/cache"
+	"github.com/agentapi/agentapi/internal/gateway"
 	"github.com/agentapi/agentapi/internal/llm"
+	"github.com/agentapi/agentapi/internal/tier"
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
 )
@@ -142,21 +140,21 @@ func readOpenAIRequest(r *http.Request) ([]byte, openAIRequest, error) {
 // request asking for more is refused, one asking for nothing is given
 // the cap as max_completion_tokens (the field every current OpenAI model
 // takes; providers that only know max_tokens ignore it).
-func applyTokenCap(body []byte, req openAIRequest, c RequestCaps, tier string) ([]byte, error) {
-	if c.MaxTokens <= 0 {
+func applyTokenCap(body []byte, req openAIRequest, t tier.Tier) ([]byte, error) {
+	if t.MaxTokens <= 0 {
 		return body, nil
 	}
 	if req.maxTokensParam != "" {
-		if req.maxTokens > c.MaxTokens {
+		if req.maxTokens > t.MaxTokens {
 			return nil, errOpenAIParam(req.maxTokensParam, fmt.Sprintf("'%s' is %d; the %s tier allows at most %d completion tokens per call",
-				req.maxTokensParam, req.maxTokens, tier, c.MaxTokens))
+				req.maxTokensParam, req.maxTokens, t.Name, t.MaxTokens))
 		}
 		return body, nil
 	}
 	// The budget's hold stays what the client asked for (the prompt
 	// alone): holding the whole cap would refuse calls near the end of a
 	// budget that would have fitted.
-	out, err := sjson.SetBytes(body, "max_completion_tokens", c.MaxTokens)
+	out, err := sjson.SetBytes(body, "max_completion_tokens", t.MaxTokens)
 	if err != nil {
 		return nil, fmt.Errorf("set max_completion_tokens: %w", err)
 	}
@@ -224,89 +222,53 @@ func bypassCache(r *http.Request) bool {
 	return strings.Contains(cc, "no-cache") || strings.Contains(cc, "no-store")
 }
 
-// usageOrEstimate is the usage an upstream reported, or an estimate from
-// the request and answer sizes when it reported none (some local upstreams
-// never do), so that every call counts.
-func usageOrEstimate(u llm.Usage, request []byte, answer string) llm.Usage {
-	if u.TotalTokens > 0 {
-		return u
-	}
-	u.PromptTokens = llm.EstimateTokens(promptText(request))
-	u.CompletionTokens = llm.EstimateTokens(answer)
-	u.TotalTokens = u.PromptTokens + u.CompletionTokens
-	return u
-}
-
-// promptText is the text a request asks the model to read: the messages'
-// contents (text parts of multi-part contents included) or an embeddings
-// input. A request of another shape counts whole, JSON syntax and all,
-// which overstates it, the safe side for accounting.
-func promptText(request []byte) string {
-	var b strings.Builder
-	add := func(v gjson.Result) {
-		switch {
-		case v.Type == gjson.String:
-			b.WriteString(v.Str)
-		case v.IsArray():
-			for _, part := range v.Array() {
-				if part.Type == gjson.String {
-					b.WriteString(part.Str)
-				} else if t := part.Get("text"); t.Type == gjson.String {
-					b.WriteString(t.Str)
-				}
-			}
-		}
-	}
-	found := false
-	for _, m := range gjson.GetBytes(request, "messages").Array() {
-		found = true
-		add(m.Get("content"))
-	}
-	if in := gjson.GetBytes(request, "input"); in.Exists() {
-		found = true
-		add(in)
-	}
-	if !found {
-		return string(request)
-	}
-	return b.String()
-}
-
 // handleChatCompletions is POST /v1/chat/completions: OpenAI's request and
 // answer, plain or streamed, limited, cached, budgeted and counted.
-func handleChatCompletions(g *gateway) http.Handler {
+func handleChatCompletions(m *modelRoutes) http.Handler {
+	logger, gw := m.logger, m.gw
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		caps := g.limitBody(w, r)
+		t := m.limitBody(w, r)
 		body, req, err := readOpenAIRequest(r)
 		if err != nil {
-			writeError(w, r, g.logger, err)
+			writeError(w, r, logger, err)
 			return
 		}
 		model := req.model
 		if !req.hasModel {
-			model = g.defaultModel
+			model = gw.DefaultModel()
 		}
-		if !g.allowed(model) {
-			writeError(w, r, g.logger, errModelNotAllowed(model))
+		if !gw.Allowed(model) {
+			writeError(w, r, logger, errModelNotAllowed(model))
 			return
 		}
 		if body, err = withModel(body, req, model); err != nil {
-			writeError(w, r, g.logger, err)
+			writeError(w, r, logger, err)
 			return
 		}
-		if body, err = applyTokenCap(body, req, caps, g.policies.For(principalFrom(r.Context()).Tier).Name); err != nil {
-			writeError(w, r, g.logger, err)
+		if body, err = applyTokenCap(body, req, t); err != nil {
+			writeError(w, r, logger, err)
 			return
 		}
 		if req.stream {
-			// Streams are not cached: the cache keeps whole answers.
-			if _, _, ok := g.admit(w, r, "", false); !ok {
+			// The upstream is always asked for usage, so every stream is
+			// counted; if the client did not ask for it, the extra usage
+			// chunk is not passed on. Streams are not cached: the cache
+			// keeps whole answers.
+			if !req.includeUsage {
+				if body, err = sjson.SetBytes(body, "stream_options.include_usage", true); err != nil {
+					writeError(w, r, logger, err)
+					return
+				}
+			}
+			call, ok := m.begin(w, r, gateway.Spec{Endpoint: "v1/chat/completions", Model: model, Body: body,
+				Estimate: gateway.EstimateRequest(body, req.maxTokens)})
+			if !ok {
 				return
 			}
-			g.streamOpenAI(w, r, body, req, model)
+			m.relay(w, r, call, body, model, openAIChunks{passUsage: req.includeUsage})
 			return
 		}
-		g.plainCall(w, r, "v1/chat/completions", body, req, model, g.llm.Complete, func(resp *llm.Response) string {
+		m.plainCall(w, r, "v1/chat/completions", body, req, model, (*gateway.Call).Complete, func(resp *llm.Response) string {
 			text, _ := resp.Content()
 			return text
 		})
@@ -315,151 +277,77 @@ func handleChatCompletions(g *gateway) http.Handler {
 
 // handleEmbeddings is POST /v1/embeddings, passed through like a plain
 // chat completion.
-func handleEmbeddings(g *gateway) http.Handler {
+func handleEmbeddings(m *modelRoutes) http.Handler {
+	logger, gw := m.logger, m.gw
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		g.limitBody(w, r)
+		m.limitBody(w, r)
 		body, req, err := readOpenAIRequest(r)
 		if err != nil {
-			writeError(w, r, g.logger, err)
+			writeError(w, r, logger, err)
 			return
 		}
 		if !req.hasModel {
-			writeError(w, r, g.logger, errOpenAIParam("model", "you must provide a model parameter"))
+			writeError(w, r, logger, errOpenAIParam("model", "you must provide a model parameter"))
 			return
 		}
 		if req.stream {
-			writeError(w, r, g.logger, errOpenAIParam("stream", "embeddings cannot be streamed"))
+			writeError(w, r, logger, errOpenAIParam("stream", "embeddings cannot be streamed"))
 			return
 		}
-		if !g.allowed(req.model) {
-			writeError(w, r, g.logger, errModelNotAllowed(req.model))
+		if !gw.Allowed(req.model) {
+			writeError(w, r, logger, errModelNotAllowed(req.model))
 			return
 		}
-		g.plainCall(w, r, "v1/embeddings", body, req, req.model, g.llm.Embeddings, func(*llm.Response) string { return "" })
+		m.plainCall(w, r, "v1/embeddings", body, req, req.model, (*gateway.Call).Embeddings, func(*llm.Response) string { return "" })
 	})
 }
 
 // plainCall serves a non-streamed call: cache, budget, upstream, usage,
 // cache again, and the upstream's body as it came.
-func (g *gateway) plainCall(w http.ResponseWriter, r *http.Request, endpoint string, body []byte, req openAIRequest, model string,
-	call func(context.Context, []byte) (*llm.Response, error), answerText func(*llm.Response) string) {
+func (m *modelRoutes) plainCall(w http.ResponseWriter, r *http.Request, endpoint string, body []byte, req openAIRequest, model string,
+	do func(*gateway.Call, context.Context) (*llm.Response, error), answerText func(*llm.Response) string) {
 	ctx := r.Context()
-	p := principalFrom(ctx)
-	useCache := g.cache != nil && !bypassCache(r)
-	var key cache.Key
-	if useCache {
-		key = g.cacheKey(endpoint, p, model, compactJSON(body))
+	spec := gateway.Spec{Endpoint: endpoint, Model: model, Body: body, Estimate: gateway.EstimateRequest(body, req.maxTokens),
+		Cache: m.gw.Caching() && !bypassCache(r)}
+	if spec.Cache {
+		spec.CacheBody = compactJSON(body)
 	}
-	cached, hit, ok := g.admit(w, r, key, useCache)
+	call, ok := m.begin(w, r, spec)
 	if !ok {
 		return
 	}
-	if hit {
+	if cached, hit := call.Cached(); hit {
 		// A hit generated nothing, so it costs no tokens and no budget.
 		w.Header().Set("X-Cache", "hit")
 		writeRawJSON(w, http.StatusOK, cached)
 		return
 	}
-	res, err := g.reserve(ctx, p, estimateRequest(body, req.maxTokens))
+	resp, err := do(call, ctx)
 	if err != nil {
-		writeError(w, r, g.logger, err)
-		return
-	}
-	resp, err := call(ctx, body)
-	if err != nil {
-		g.finish(ctx, p, res, model, llm.Usage{})
-		writeError(w, r, g.logger, err)
+		writeError(w, r, m.logger, err)
 		return
 	}
 	u := resp.Usage
 	if u.TotalTokens == 0 {
 		// Reading the answer's text means parsing the whole body again;
 		// only an upstream that reported no usage needs it.
-		u = usageOrEstimate(u, body, answerText(resp))
+		u = gateway.UsageOrEstimate(u, body, answerText(resp))
 	}
-	g.finish(ctx, p, res, usedModel(resp, model), u)
-	if !useCache {
+	call.Finish(ctx, usedModel(resp, model), u)
+	if !call.Caching() {
 		writeRawJSON(w, http.StatusOK, resp.Body)
 		return
 	}
 	w.Header().Set("X-Cache", "miss")
-	g.answerThenStore(ctx, w, key, resp.Body, resp.Body)
-}
-
-// answerThenStore sends a complete answer, then keeps stored in the cache
-// under key. The cache write (a Redis round trip, or otter's bookkeeping)
-// then does not hold up the answer. A client reusing its connection still
-// finds the entry: net/http reads a connection's next request only once
-// this handler has returned.
-func (g *gateway) answerThenStore(ctx context.Context, w http.ResponseWriter, key cache.Key, answer, stored []byte) {
-	writeRawJSON(w, http.StatusOK, answer)
-	_ = http.NewResponseController(w).Flush()
-	g.store(context.WithoutCancel(ctx), key, stored)
-}
-
-// writeRawJSON writes a JSON body we already have as bytes. It states the
-// length, so the answer can be sent before the handler chain returns (see
-// withAccessLog) without being chunked.
-func writeRawJSON(w http.ResponseWriter, status int, body []byte) {
-	h := w.Header()
-	h["Content-Type"] = jsonContentType
-	h["Content-Length"] = []string{strconv.Itoa(len(body))}
-	w.WriteHeader(status)
-	w.Write(body)
-}
-
-var jsonContentType = []string{"application/json"}
-
-// modelListTTL is how long an upstream's model list is reused. Lists
-// change rarely and SDKs fetch them often (some at every start).
-const modelListTTL = time.Minute
-
-// modelListCache keeps the upstream's model list for modelListTTL.
-type modelListCache struct {
-	mu      sync.Mutex
-	body    []byte
-	fetched time.Time
-}
-
-// modelList returns GET /v1/models's body: the allowlist when there is one,
-// else the upstream's own list.
-func (g *gateway) modelList(ctx context.Context) ([]byte, error) {
-	if len(g.models) > 0 {
-		type model struct {
-			ID      string `json:"id"`
-			Object  string `json:"object"`
-			Created int64  `json:"created"`
-			OwnedBy string `json:"owned_by"`
-		}
-		list := struct {
-			Object string  `json:"object"`
-			Data   []model `json:"data"`
-		}{Object: "list", Data: make([]model, len(g.models))}
-		for i, m := range g.models {
-			list.Data[i] = model{ID: m, Object: "model", OwnedBy: "agentapi"}
-		}
-		return json.Marshal(list)
-	}
-	c := g.models60
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.body != nil && time.Since(c.fetched) < modelListTTL {
-		return c.body, nil
-	}
-	body, err := g.llm.Models(ctx)
-	if err != nil {
-		return nil, err
-	}
-	c.body, c.fetched = body, time.Now()
-	return body, nil
+	answerThenStore(ctx, w, call, resp.Body, resp.Body)
 }
 
 // handleModels is GET /v1/models.
-func handleModels(g *gateway) http.Handler {
+func handleModels(m *modelRoutes) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := g.modelList(r.Context())
+		body, err := m.gw.Models(r.Context())
 		if err != nil {
-			writeError(w, r, g.logger, err)
+			writeError(w, r, m.logger, err)
 			return
 		}
 		writeRawJSON(w, http.StatusOK, body)
@@ -467,12 +355,12 @@ func handleModels(g *gateway) http.Handler {
 }
 
 // handleModel is GET /v1/models/{model}: one entry of the list.
-func handleModel(g *gateway) http.Handler {
+func handleModel(m *modelRoutes) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("model")
-		body, err := g.modelList(r.Context())
+		body, err := m.gw.Models(r.Context())
 		if err != nil {
-			writeError(w, r, g.logger, err)
+			writeError(w, r, m.logger, err)
 			return
 		}
 		for _, m := range gjson.GetBytes(body, "data").Array() {
@@ -481,6 +369,6 @@ func handleModel(g *gateway) http.Handler {
 				return
 			}
 		}
-		writeError(w, r, g.logger, errModelNotAllowed(id))
+		writeError(w, r, m.logger, errModelNotAllowed(id))
 	})
 }

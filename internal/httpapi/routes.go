@@ -16,7 +16,7 @@ func addRoutes(mux router, d Deps, states *accountStates, openapi []byte) {
 	// authnKey also takes API keys; key management itself needs a login.
 	authnKey := acceptAPIKeys(d.Logger, keys, states, authn)
 	login := requireLogin(d.Logger)
-	g := newGateway(d)
+	m := newModelRoutes(d)
 	sess := newSessions(d)
 
 	mux.Handle("GET /{$}", handleRoot(d.AppName))
@@ -33,20 +33,20 @@ func addRoutes(mux router, d Deps, states *accountStates, openapi []byte) {
 	mux.Handle("POST /auth/logout", authn(handleLogout(sess)))
 
 	// The routes that call the model spend a rate-limit token inside the
-	// handler, once the request has proved valid (gateway.admit), so the
-	// decision and the cache lookup can share one Redis round trip.
-	mux.Handle("POST /chat", authnKey(handleChat(g)))
-	mux.Handle("GET /chat/quota", authnKey(handleQuota(d.Logger, d.Limiter, d.Policies, g, d.UsageReports)))
+	// handler, once the request has proved valid (modelRoutes.begin), so
+	// the decision and the cache lookup can share one Redis round trip.
+	mux.Handle("POST /chat", authnKey(handleChat(m)))
+	mux.Handle("GET /chat/quota", authnKey(handleQuota(m, d.UsageReports)))
 	mux.Handle("GET /usage", authnKey(handleUsage(d.Logger, d.UsageReports)))
 
 	mux.Handle("POST /keys", authnKey(login(handleCreateKey(d.Logger, d.APIKeys))))
 	mux.Handle("GET /keys", authnKey(login(handleListKeys(d.Logger, d.APIKeys))))
 	mux.Handle("DELETE /keys/{id}", authnKey(login(handleRevokeKey(d.Logger, d.APIKeys, keys))))
 
-	mux.Handle("POST /v1/chat/completions", authnKey(handleChatCompletions(g)))
-	mux.Handle("POST /v1/embeddings", authnKey(handleEmbeddings(g)))
-	mux.Handle("GET /v1/models", authnKey(handleModels(g)))
-	mux.Handle("GET /v1/models/{model...}", authnKey(handleModel(g)))
+	mux.Handle("POST /v1/chat/completions", authnKey(handleChatCompletions(m)))
+	mux.Handle("POST /v1/embeddings", authnKey(handleEmbeddings(m)))
+	mux.Handle("GET /v1/models", authnKey(handleModels(m)))
+	mux.Handle("GET /v1/models/{model...}", authnKey(handleModel(m)))
 
 	mux.Handle("GET /admin/users", admin(handleAdminListUsers(d.Logger, d.Admin)))
 	mux.Handle("GET /admin/users/{id}", admin(handleAdminGetUser(d.Logger, d.Admin)))

@@ -10,8 +10,7 @@ import (
 	"time"
 
 	"github.com/agentapi/agentapi/internal/auth"
-	"github.com/agentapi/agentapi/internal/cache"
-	"github.com/agentapi/agentapi/internal/llm"
+	"github.com/agentapi/agentapi/internal/gateway"
 	"github.com/agentapi/agentapi/internal/metrics"
 	"github.com/agentapi/agentapi/internal/ratelimit"
 	"github.com/agentapi/agentapi/internal/store"
@@ -29,22 +28,6 @@ type userStore interface {
 type limiter interface {
 	Allow(ctx context.Context, key string, p ratelimit.Policy) (ratelimit.Decision, error)
 	Peek(ctx context.Context, key string, p ratelimit.Policy) (ratelimit.Decision, error)
-}
-
-// responseCache stores finished responses by key.
-type responseCache interface {
-	Get(ctx context.Context, k cache.Key) ([]byte, bool, error)
-	Set(ctx context.Context, k cache.Key, v []byte) error
-}
-
-// chatProvider is the model behind /chat.
-type chatProvider interface {
-	Complete(ctx context.Context, body []byte) (*llm.Response, error)
-}
-
-// usageRecorder accepts one record per completed model call.
-type usageRecorder interface {
-	Record(ctx context.Context, rec store.UsageRecord) error
 }
 
 // ReadyCheck is one dependency /ready asks about.
@@ -75,35 +58,16 @@ type Deps struct {
 	Admin        adminStore
 	Hasher       *auth.Hasher
 	Tokens       *auth.Tokens
-	Limiter      limiter
-	Policies     Policies
-	Cache        responseCache // nil disables caching
-	// Admitter, when set, makes the rate-limit decision and the cache
-	// lookup of a cacheable call in one step (admission.Pipelined: one
-	// Redis round trip); nil asks Limiter, then Cache.
-	Admitter Admitter
-	// Caps bound each tier's requests (completion tokens, body size).
-	Caps TierCaps
-	// CacheScope is "user" (each user sees only their own cached answers) or
-	// "global" (identical requests share answers across users).
-	CacheScope   string
-	LLM          modelProvider
-	DefaultModel string
-	Usage        usageRecorder
+	// Gateway runs every governed model call: tiers, rate limits, the
+	// cache, budgets and usage.
+	Gateway *gateway.Gateway
+	// Limiter is the rate limiter the login throttle spends from.
+	Limiter limiter
 	// APIKeys lets API keys (sk-...) authenticate on /chat, /v1 and /usage,
 	// and keeps the keys managed through /keys.
 	APIKeys keyStore
 	// UsageReports answers GET /usage and the day's tokens in the quota.
 	UsageReports usageStore
-	// Budget holds daily token budgets and TokenBudgets gives each tier's
-	// size; with no tier budgeted nothing is counted or checked. While the
-	// budget store fails, BudgetFailOpen lets calls through (else 503).
-	Budget         budgeter
-	TokenBudgets   TokenBudgets
-	BudgetFailOpen bool
-	// Models, when not empty, is the allowlist of model names: requests
-	// naming another get 404 (422 on /chat), and GET /v1/models lists it.
-	Models []string
 	// StreamWriteTimeout bounds each write of a streamed answer; 0 means 30s.
 	StreamWriteTimeout time.Duration
 	Ready              []ReadyCheck
@@ -119,18 +83,6 @@ type Deps struct {
 	Revoker revoker
 	// LoginLimits throttle POST /auth/login on the Limiter.
 	LoginLimits LoginLimits
-}
-
-// Policies maps a tier name to its rate-limit policy.
-type Policies map[string]ratelimit.Policy
-
-// For returns the tier's policy; an unknown tier gets the free one, the least
-// privileged (tokens are ours, so this only matters after a tier is retired).
-func (p Policies) For(tier string) ratelimit.Policy {
-	if pol, ok := p[tier]; ok {
-		return pol
-	}
-	return p["free"]
 }
 
 // NewHandler builds the whole HTTP handler: middleware around every route.
@@ -157,13 +109,6 @@ func NewHandler(d Deps) (http.Handler, error) {
 	return h, nil
 }
 
-// NewServer wraps the handler in an http.Server with timeouts that stop slow
-// clients from holding connections. There is no WriteTimeout: it would cut
-// long model answers; handlers bound their own work instead.
-func NewServer(addr string, h http.Handler, logger *slog.Logger) *http.Server {
-	return NewServerWith(addr, h, logger, ServerOptions{})
-}
-
 // ServerOptions adjusts NewServerWith's limits; zero values keep the defaults.
 type ServerOptions struct {
 	// ReadHeaderTimeout cuts a client that has not sent its whole request
@@ -171,7 +116,9 @@ type ServerOptions struct {
 	ReadHeaderTimeout time.Duration
 }
 
-// NewServerWith is NewServer with options.
+// NewServerWith wraps the handler in an http.Server with timeouts that stop
+// slow clients from holding connections. There is no WriteTimeout: it would
+// cut long model answers; handlers bound their own work instead.
 func NewServerWith(addr string, h http.Handler, logger *slog.Logger, o ServerOptions) *http.Server {
 	if o.ReadHeaderTimeout <= 0 {
 		o.ReadHeaderTimeout = 10 * time.Second

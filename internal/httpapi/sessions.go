@@ -130,7 +130,7 @@ func handleRefresh(s *sessions, states *accountStates) http.Handler {
 			return
 		}
 		requestInfoFrom(r.Context()).userID = next.UserID
-		st, known, err := states.get(r.Context(), next.UserID)
+		st, known, err := accountOf(r.Context(), states, next.UserID)
 		switch {
 		case errors.Is(err, errAccountGone):
 			writeError(w, r, s.logger, invalid)

@@ -9,21 +9,68 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentapi/agentapi/internal/gateway"
 	"github.com/agentapi/agentapi/internal/llm"
 	"github.com/tidwall/sjson"
 )
 
-// streamFormat is how a model stream is shown to the client.
-type streamFormat int
+// streamEncoder turns an upstream chat-completions stream into what one
+// route's client reads. Each method appends to buf and returns it.
+type streamEncoder interface {
+	// chunk appends what the client sees of one upstream chunk (perhaps
+	// nothing). When it had to read the chunk's text it returns it with
+	// read true; otherwise the relay reads the text after the write, so
+	// that parsing never delays the bytes.
+	chunk(buf, payload []byte) (out []byte, text string, read bool)
+	// done appends the end of a stream that finished.
+	done(buf []byte, u llm.Usage, model string) []byte
+	// failed appends the end of a stream the upstream broke off.
+	failed(buf []byte, requestID string) []byte
+}
 
-const (
-	// streamOpenAI passes the upstream's chunks through as OpenAI sends
-	// them, ending with "data: [DONE]".
-	streamOpenAI streamFormat = iota
-	// streamChat is /chat's own event stream: "delta" events with text,
-	// then one "done" (or "error") event. See the README.
-	streamChat
-)
+// openAIChunks passes the upstream's chunks through as OpenAI sends them,
+// ending with "data: [DONE]". The usage-only chunk the gateway asked for
+// goes through only when the client asked for it too.
+type openAIChunks struct{ passUsage bool }
+
+func (e openAIChunks) chunk(buf, payload []byte) ([]byte, string, bool) {
+	if !e.passUsage && llm.UsageOnlyChunk(payload) {
+		return buf, "", true
+	}
+	buf = append(buf, "data: "...)
+	buf = append(buf, payload...)
+	return append(buf, "\n\n"...), "", false
+}
+
+func (openAIChunks) done(buf []byte, _ llm.Usage, _ string) []byte {
+	return append(buf, "data: [DONE]\n\n"...)
+}
+
+func (openAIChunks) failed(buf []byte, requestID string) []byte {
+	b, _ := json.Marshal(openAIErrorBody{Error: openAIErrorObject{
+		Message: "The model's stream broke off (request id " + requestID + ")", Type: "api_error"}})
+	return append(append(append(buf, "data: "...), b...), "\n\n"...)
+}
+
+// chatEvents is /chat's own event stream: "delta" events with text, then
+// one "done" (or "error") event. See docs/api.md.
+type chatEvents struct{}
+
+func (chatEvents) chunk(buf, payload []byte) ([]byte, string, bool) {
+	delta, err := llm.StreamDelta(payload)
+	if err != nil || delta == "" {
+		return buf, "", true
+	}
+	return appendEvent(buf, "delta", chatStreamDelta{Content: delta}), delta, true
+}
+
+func (chatEvents) done(buf []byte, u llm.Usage, model string) []byte {
+	return appendEvent(buf, "done", chatStreamDone{TokensUsed: u.TotalTokens, Model: model})
+}
+
+func (chatEvents) failed(buf []byte, requestID string) []byte {
+	return appendEvent(buf, "error", chatStreamError{Error: "Upstream model failed", RequestID: requestID})
+}
 
 // chatStreamDelta, chatStreamDone and chatStreamError are the payloads of
 // /chat's events.
@@ -42,43 +89,31 @@ type chatStreamError struct {
 	RequestID string `json:"request_id"`
 }
 
-// streamOpenAI serves POST /v1/chat/completions with stream: true. The
-// upstream is always asked for usage, so every stream is counted; if the
-// client did not ask for it, the extra usage chunk is not passed on.
-func (g *gateway) streamOpenAI(w http.ResponseWriter, r *http.Request, body []byte, req openAIRequest, model string) {
-	if !req.includeUsage {
-		var err error
-		if body, err = sjson.SetBytes(body, "stream_options.include_usage", true); err != nil {
-			writeError(w, r, g.logger, err)
-			return
-		}
+// streamingBody asks the upstream for a stream that ends with its usage.
+func streamingBody(body []byte) ([]byte, error) {
+	out, err := sjson.SetBytes(body, "stream", true)
+	if err == nil {
+		out, err = sjson.SetBytes(out, "stream_options.include_usage", true)
 	}
-	g.relay(w, r, body, model, estimateRequest(body, req.maxTokens), streamOpenAI, req.includeUsage)
+	return out, err
 }
 
-// relay opens the upstream stream and copies it to the client event by
-// event, each written and flushed as it arrives and each write bounded by
-// the stream write timeout (the server has no WriteTimeout, which would
+// relay opens the call's upstream stream and copies it to the client event
+// by event, each written and flushed as it arrives and each write bounded
+// by the stream write timeout (the server has no WriteTimeout, which would
 // cut long answers). Errors before the first event get an ordinary error
-// response; after it, an error event in the stream's format ends the
-// stream. However it ends — finished, upstream broken off, client gone —
-// the tokens are counted: the upstream's usage when it sent one, else an
-// estimate from the request and the text streamed so far. A client that
-// goes away cancels the upstream call at once (the request context is the
-// upstream call's context, and Close cancels it too).
-func (g *gateway) relay(w http.ResponseWriter, r *http.Request, body []byte, model string, estimate int64, format streamFormat, passUsage bool) {
+// response; after it, the encoder's error event ends the stream. However it
+// ends — finished, upstream broken off, client gone — the call is finished
+// with its tokens: the upstream's usage when it sent one, else an estimate
+// from the request and the text streamed so far. A client that goes away
+// cancels the upstream call at once (the request context is the upstream
+// call's context, and Close cancels it too).
+func (m *modelRoutes) relay(w http.ResponseWriter, r *http.Request, call *gateway.Call, body []byte, model string, enc streamEncoder) {
 	ctx := r.Context()
-	p := principalFrom(ctx)
 	info := requestInfoFrom(ctx)
-	res, err := g.reserve(ctx, p, estimate)
+	s, err := call.Stream(ctx)
 	if err != nil {
-		writeError(w, r, g.logger, err)
-		return
-	}
-	s, err := g.llm.Stream(ctx, body)
-	if err != nil {
-		g.finish(ctx, p, res, model, llm.Usage{})
-		writeError(w, r, g.logger, err)
+		writeError(w, r, m.logger, err)
 		return
 	}
 	defer s.Close()
@@ -90,10 +125,10 @@ func (g *gateway) relay(w http.ResponseWriter, r *http.Request, body []byte, mod
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("X-Accel-Buffering", "no") // tell proxies such as nginx not to buffer
-	rc.SetWriteDeadline(time.Now().Add(g.writeTimeout))
+	rc.SetWriteDeadline(time.Now().Add(m.writeTimeout))
 	w.WriteHeader(http.StatusOK)
-	g.metrics.StreamStarted()
-	defer g.metrics.StreamEnded()
+	m.metrics.StreamStarted()
+	defer m.metrics.StreamEnded()
 
 	var (
 		text      strings.Builder // the answer so far, for an estimate without usage
@@ -101,7 +136,6 @@ func (g *gateway) relay(w http.ResponseWriter, r *http.Request, body []byte, mod
 		streamErr error
 		clientErr error
 	)
-loop:
 	for {
 		payload, err := s.Next()
 		if err != nil {
@@ -110,76 +144,46 @@ loop:
 			}
 			break
 		}
-		buf = buf[:0]
-		switch format {
-		case streamOpenAI:
-			if !passUsage && llm.UsageOnlyChunk(payload) {
-				continue
-			}
-			buf = append(buf, "data: "...)
-			buf = append(buf, payload...)
-			buf = append(buf, "\n\n"...)
-			if clientErr = g.writeEvent(rc, w, buf); clientErr != nil {
-				break loop
-			}
-			// Parsed after the write, so it never delays the bytes.
-			if delta, err := llm.StreamDelta(payload); err == nil {
-				text.WriteString(delta)
-			}
-		case streamChat:
-			delta, err := llm.StreamDelta(payload)
-			if err != nil || delta == "" {
-				continue
-			}
-			text.WriteString(delta)
-			buf = appendEvent(buf, "delta", chatStreamDelta{Content: delta})
-			if clientErr = g.writeEvent(rc, w, buf); clientErr != nil {
-				break loop
+		out, delta, read := enc.chunk(buf[:0], payload)
+		buf = out
+		if len(out) > 0 {
+			if clientErr = m.writeEvent(rc, w, out); clientErr != nil {
+				break
 			}
 		}
+		if !read {
+			delta, _ = llm.StreamDelta(payload)
+		}
+		text.WriteString(delta)
 	}
 	// Stop the upstream before the bookkeeping: a client that left must not
 	// keep it generating.
 	s.Close()
 	u, ok := s.Usage()
 	if !ok {
-		u = usageOrEstimate(llm.Usage{}, body, text.String())
+		u = gateway.UsageOrEstimate(llm.Usage{}, body, text.String())
 	}
-	g.finish(ctx, p, res, model, u)
+	call.Finish(ctx, model, u)
 
 	switch {
 	case clientErr != nil || ctx.Err() != nil:
 		// Nobody to tell. 499 shows in the access log what happened.
 		info.err = errors.Join(clientErr, ctx.Err())
-		g.logger.LogAttrs(ctx, slog.LevelInfo, "stream ended by the client", slog.String("request_id", info.id),
+		m.logger.LogAttrs(ctx, slog.LevelInfo, "stream ended by the client", slog.String("request_id", info.id),
 			slog.Int64("tokens", u.TotalTokens))
 	case streamErr != nil:
 		info.err = streamErr
-		g.logger.LogAttrs(ctx, slog.LevelError, "upstream stream failed", slog.String("request_id", info.id),
+		m.logger.LogAttrs(ctx, slog.LevelError, "upstream stream failed", slog.String("request_id", info.id),
 			slog.String("error", streamErr.Error()))
-		buf = buf[:0]
-		if format == streamOpenAI {
-			b, _ := json.Marshal(openAIErrorBody{Error: openAIErrorObject{
-				Message: "The model's stream broke off (request id " + info.id + ")", Type: "api_error"}})
-			buf = append(append(append(buf, "data: "...), b...), "\n\n"...)
-		} else {
-			buf = appendEvent(buf, "error", chatStreamError{Error: "Upstream model failed", RequestID: info.id})
-		}
-		g.writeEvent(rc, w, buf)
+		m.writeEvent(rc, w, enc.failed(buf[:0], info.id))
 	default:
-		buf = buf[:0]
-		if format == streamOpenAI {
-			buf = append(buf, "data: [DONE]\n\n"...)
-		} else {
-			buf = appendEvent(buf, "done", chatStreamDone{TokensUsed: u.TotalTokens, Model: model})
-		}
-		g.writeEvent(rc, w, buf)
+		m.writeEvent(rc, w, enc.done(buf[:0], u, model))
 	}
 }
 
 // writeEvent writes one event and flushes it under a fresh write deadline.
-func (g *gateway) writeEvent(rc *http.ResponseController, w http.ResponseWriter, event []byte) error {
-	if err := rc.SetWriteDeadline(time.Now().Add(g.writeTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+func (m *modelRoutes) writeEvent(rc *http.ResponseController, w http.ResponseWriter, event []byte) error {
+	if err := rc.SetWriteDeadline(time.Now().Add(m.writeTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		return err
 	}
 	if _, err := w.Write(event); err != nil {
@@ -199,18 +203,4 @@ func appendEvent(buf []byte, name string, v any) []byte {
 	buf = append(buf, "\ndata: "...)
 	buf = append(buf, b...)
 	return append(buf, "\n\n"...)
-}
-
-// streamChatAnswer serves POST /chat with "stream": true: body is the
-// upstream request /chat built from the message.
-func (g *gateway) streamChatAnswer(w http.ResponseWriter, r *http.Request, body []byte, model string, prompt string) {
-	out, err := sjson.SetBytes(body, "stream", true)
-	if err == nil {
-		out, err = sjson.SetBytes(out, "stream_options.include_usage", true)
-	}
-	if err != nil {
-		writeError(w, r, g.logger, err)
-		return
-	}
-	g.relay(w, r, out, model, llm.EstimateTokens(prompt), streamChat, false)
 }
