@@ -16,7 +16,7 @@ import (
 // Version is the build's version, set with -ldflags "-X ...cli.Version=v1.2.3".
 var Version = "dev"
 
-// envFile is read from the working directory, as the prototype did.
+// envFile is read from the working directory.
 const envFile = ".env"
 
 const usageText = `agentapi — an AI Agent API server

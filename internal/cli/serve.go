@@ -28,7 +28,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// Demo account of the prototype's test script; development only.
+// Demo account of the legacy contract's test script; development only.
 const (
 	demoEmail    = "user@example.com"
 	demoPassword = "password"
@@ -390,7 +390,7 @@ func ensureDemoUser(ctx context.Context, st *store.Store, hasher *auth.Hasher) e
 	if err != nil {
 		return err
 	}
-	_, err = st.CreateUser(ctx, store.User{Email: demoEmail, PasswordHash: hash, Tier: "free"})
+	_, err = st.CreateUser(ctx, store.User{Email: demoEmail, PasswordHash: hash, Tier: store.DefaultTier})
 	if errors.Is(err, store.ErrConflict) {
 		return nil // another replica created it first
 	}

@@ -44,7 +44,7 @@ type registerResponse struct {
 	Tier  string `json:"tier"`
 }
 
-// loginResponse is POST /auth/login's answer, in the prototype's shape.
+// loginResponse is POST /auth/login's answer, in the legacy contract's shape.
 type loginResponse struct {
 	AccessToken string `json:"access_token"`
 	TokenType   string `json:"token_type"`
@@ -83,7 +83,7 @@ func handleRegister(logger *slog.Logger, users userStore, hasher *auth.Hasher) h
 			writeError(w, r, logger, err)
 			return
 		}
-		u, err := users.CreateUser(r.Context(), store.User{Email: email, PasswordHash: hash, Tier: "free"})
+		u, err := users.CreateUser(r.Context(), store.User{Email: email, PasswordHash: hash, Tier: store.DefaultTier})
 		if errors.Is(err, store.ErrConflict) {
 			writeError(w, r, logger, errStatus(http.StatusConflict, "Email already registered"))
 			return

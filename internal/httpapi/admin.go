@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/agentapi/agentapi/internal/store"
+	"github.com/agentapi/agentapi/internal/tier"
 )
 
 // Roles an account can have.
@@ -16,9 +19,6 @@ const (
 	roleAdmin = "admin"
 	roleUser  = store.DefaultRole
 )
-
-// tiers are the tier names an admin may assign.
-var validTiers = map[string]bool{"free": true, "pro": true}
 
 // adminStore is what the admin endpoints need from the database.
 type adminStore interface {
@@ -144,8 +144,8 @@ func handleAdminPatchUser(logger *slog.Logger, users adminStore, states *account
 		id := r.PathValue("id")
 		self := principalFrom(r.Context()).UserID == id
 		var problems []fieldProblem
-		if in.Tier != nil && !validTiers[*in.Tier] {
-			problems = append(problems, fieldProblem{"tier", "must be free or pro"})
+		if in.Tier != nil && !slices.Contains(tier.Names(), *in.Tier) {
+			problems = append(problems, fieldProblem{"tier", "must be " + strings.Join(tier.Names(), " or ")})
 		}
 		if in.Role != nil && *in.Role != roleAdmin && *in.Role != roleUser {
 			problems = append(problems, fieldProblem{"role", "must be user or admin"})

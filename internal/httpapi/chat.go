@@ -71,7 +71,7 @@ type chatRequest struct {
 	Stream *bool `json:"stream,omitempty"`
 }
 
-// chatResponse is POST /chat's answer, in the prototype's shape.
+// chatResponse is POST /chat's answer, in the legacy /chat contract's shape.
 type chatResponse struct {
 	Response   string `json:"response"`
 	TokensUsed int64  `json:"tokens_used"`

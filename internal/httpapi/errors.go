@@ -19,7 +19,7 @@ import (
 )
 
 // apiError is an error a handler already knows the status of. Its body is the
-// prototype's shape: {"error": <message or object>, "path": <request path>}.
+// legacy contract's shape: {"error": <message or object>, "path": <request path>}.
 type apiError struct {
 	status  int
 	message any // a string, or an object such as the 429 body
@@ -28,7 +28,7 @@ type apiError struct {
 	cause   error // for the log only
 
 	// openAI refines the OpenAI-shaped body that /v1 paths get instead of
-	// the prototype's; its zero value is derived from the status.
+	// the legacy contract's; its zero value is derived from the status.
 	openAI openAIErrorFields
 }
 

@@ -49,7 +49,7 @@ var (
 	docTimeout      = docResponse{Status: 504, Description: "The model provider sent nothing within UPSTREAM_TIMEOUT.", Body: errorBody{}}
 )
 
-// rateLimitErrorBody documents the 429 body of /chat, the prototype's shape.
+// rateLimitErrorBody documents the 429 body of /chat, the legacy contract's shape.
 type rateLimitErrorBody struct {
 	Error rateLimitBody `json:"error"`
 	Path  string        `json:"path"`
