@@ -105,7 +105,7 @@ func newUpstream(t *testing.T) *upstream {
 			fmt.Fprintf(w, "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":%q,\"choices\":[{\"index\":0,\"delta\":{\"content\":%s}}]}\n\n", model, b)
 			fl.Flush()
 			select {
-			case <-time.After(80 * time.Millisecond):
+			case <-time.After(120 * time.Millisecond):
 			case <-r.Context().Done():
 				u.cancelled <- struct{}{}
 				return
@@ -684,7 +684,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		admin.signIn(adminEmail, adminPass)
+		keyboardSignIn(t, admin, adminEmail, adminPass)
 		anon := newTab(t, browser, base, true)
 		pages := []struct {
 			b          *tab
@@ -796,6 +796,29 @@ func TestConsoleInBrowser(t *testing.T) {
 	}) {
 		return
 	}
+}
+
+// keyboardSignIn signs in with the keyboard alone: Tab to the skip link
+// (which must show its focus), Enter to jump to the content, Tab to the
+// email field, type, Tab, type the password, Enter.
+func keyboardSignIn(t *testing.T, b *tab, email, pass string) {
+	t.Helper()
+	b.open("/console/signin")
+	b.do("Tab", chromedp.KeyEvent("\t"))
+	if got := eval[string](b, `document.activeElement.className`); got != "skip" {
+		t.Fatalf("the first Tab focuses %q, want the skip link", got)
+	}
+	if !eval[bool](b, `(() => { const e = document.activeElement, s = getComputedStyle(e), r = e.getBoundingClientRect();
+		return s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) >= 2 && r.left >= 0 && r.top >= 0 && r.width > 0; })()`) {
+		t.Error("the focused skip link is not visible with a focus outline")
+	}
+	b.do("Enter", chromedp.KeyEvent("\r"))
+	b.do("Tab", chromedp.KeyEvent("\t"))
+	if got := eval[string](b, `document.activeElement.id`); got != "email" {
+		t.Fatalf("after the skip link, Tab focuses %q, want the email field", got)
+	}
+	b.do("type", chromedp.KeyEvent(email+"\t"+pass+"\r"))
+	b.wait("the overview after a keyboard sign-in", `location.pathname === '/console/' && document.body.dataset.ready === 'true'`)
 }
 
 // axeResult is the part of axe-core's results the test reads.

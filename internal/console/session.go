@@ -107,11 +107,13 @@ func writeProblem(w http.ResponseWriter, r *http.Request, status int, msg string
 // together with SameSite=Strict this keeps other sites (and same-site
 // neighbours such as other subdomains, which SameSite does not separate)
 // from signing a visitor in or out, or from reading a fresh access token.
-// Clients that are not browsers send neither header and are not a CSRF
-// vector.
+// Sec-Fetch-Site is the browser's own verdict and survives proxies that
+// rewrite Host, so it decides when present; browsers too old to send it
+// have their Origin compared with Host. Clients that are not browsers send
+// neither and are not a CSRF vector.
 func sameOrigin(r *http.Request) bool {
-	if s := r.Header.Get("Sec-Fetch-Site"); s != "" && s != "same-origin" {
-		return false
+	if s := r.Header.Get("Sec-Fetch-Site"); s != "" {
+		return s == "same-origin"
 	}
 	if o := r.Header.Get("Origin"); o != "" {
 		u, err := url.Parse(o)

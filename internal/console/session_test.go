@@ -149,6 +149,18 @@ func TestSessionEndpoints(t *testing.T) {
 			t.Errorf("got %d %s cookie %+v, want 200 and rt_2 in the cookie only", rec.Code, rec.Body, ck)
 		}
 
+		// Behind a proxy that rewrites Host, the browser's own
+		// same-origin verdict is what counts.
+		rec = httptest.NewRecorder()
+		req = httptest.NewRequest("POST", "http://backend:8000/console/api/session/refresh", nil)
+		req.Header.Set("Origin", "https://console.example")
+		req.Header.Set("Sec-Fetch-Site", "same-origin")
+		req.AddCookie(&http.Cookie{Name: RefreshCookie, Value: "rt_1"})
+		c.Refresh().ServeHTTP(rec, req)
+		if rec.Code != 200 {
+			t.Errorf("same-origin behind a Host-rewriting proxy: got %d, want 200", rec.Code)
+		}
+
 		rec = httptest.NewRecorder()
 		req = httptest.NewRequest("POST", "/console/api/session/refresh", nil)
 		req.AddCookie(&http.Cookie{Name: RefreshCookie, Value: "rt_replaced"})
