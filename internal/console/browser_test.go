@@ -480,7 +480,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		person.open("/console/keys")
 		person.fill("#key-name", "browser test")
 		person.click("#key-create")
-		person.wait("the new key", `!document.getElementById('key-secret').hidden && document.getElementById('key-value').value.startsWith('sk-')`)
+		person.wait("the new key, and the list with it", `!document.getElementById('key-secret').hidden && document.getElementById('key-value').value.startsWith('sk-') && document.querySelector('#keys-table tbody tr code.prefix') !== null`)
 		secret := eval[string](person, `document.getElementById('key-value').value`)
 		keyPrefix := eval[string](person, `document.querySelector('#keys-table tbody tr code.prefix').textContent.replace('…', '')`)
 		if !strings.HasPrefix(secret, keyPrefix) || len(keyPrefix) >= len(secret) {
@@ -714,7 +714,12 @@ func TestConsoleInBrowser(t *testing.T) {
 						p.b.wait("the user list", `document.querySelector('#users-table tbody tr[data-user]') !== null`)
 					}
 					if p.name == "playground" {
+						// A short exchange, so the check and the picture cover
+						// a transcript too.
 						p.b.wait("the model list", `document.querySelectorAll('#model option').length > 0`)
+						p.b.fill("#prompt", "What can you do?")
+						p.b.click("#chat-send")
+						p.b.wait("the answer", `document.querySelector('#transcript li.assistant[data-tokens]') !== null`)
 					}
 					if p.name == "usage" {
 						p.b.wait("the usage table", `document.querySelector('#usage-table tfoot tr') !== null`)
@@ -764,6 +769,12 @@ func TestConsoleInBrowser(t *testing.T) {
 		admin.fill("#search-email", "person@")
 		admin.click("#user-search button[type=submit]")
 		admin.wait("the user found", fmt.Sprintf(`document.querySelectorAll('#users-table tbody tr[data-user]').length === 1 && document.querySelector('#users-table tbody tr').dataset.email === %q`, userEmail))
+		// The person's usage, as the admin sees it.
+		admin.click(`#users-table tbody tr[data-email="` + userEmail + `"] button[aria-label^="Usage"]`)
+		admin.wait("the person's usage", `!document.getElementById('user-usage').hidden && document.querySelector('#user-usage-table tfoot tr') !== null`)
+		if n := eval[string](admin, `document.querySelector('#user-usage-table tfoot td.num').textContent`); n == "0" || n == "" {
+			t.Errorf("the admin sees %q requests for the person, who made several", n)
+		}
 		admin.click(`#users-table tbody tr[data-email="` + userEmail + `"] button[data-action=toggle]`)
 		admin.wait("the confirmation", `document.getElementById('confirm').open`)
 		admin.click("#confirm-ok")
