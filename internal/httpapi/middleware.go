@@ -28,9 +28,11 @@ type requestInfo struct {
 	id     string
 	route  string // the matched ServeMux pattern, for metrics
 	userID string
-	// calls are the governed model calls the request made; the fields
-	// below them are filled from their outcomes when the request ends.
-	calls []*gateway.Call
+	// call and more are the governed model calls the request made (most
+	// make one, kept without a slice); the fields below them are filled
+	// from their outcomes when the request ends.
+	call  *gateway.Call
+	more  []*gateway.Call
 	tier  string
 	limit string // rate-limit result: "allowed", "limited", "error", or ""
 	cache string // "hit", "miss", or "" when not applicable
@@ -44,8 +46,12 @@ type requestInfo struct {
 
 // noteCall adds a model call to the request's record.
 func (ri *requestInfo) noteCall(c *gateway.Call) {
-	if ri != nil {
-		ri.calls = append(ri.calls, c)
+	switch {
+	case ri == nil:
+	case ri.call == nil:
+		ri.call = c
+	default:
+		ri.more = append(ri.more, c)
 	}
 }
 
@@ -55,17 +61,24 @@ func (ri *requestInfo) noteCall(c *gateway.Call) {
 // the model of the last that used any. It is the one place a call's
 // outcome reaches the access log.
 func (ri *requestInfo) takeOutcomes() {
-	for i, c := range ri.calls {
-		o := c.Outcome()
-		if i == 0 {
-			ri.tier, ri.limit, ri.cache = o.Tier.Name, o.Limit.String(), o.Cache.String()
-		}
-		if o.Usage.TotalTokens != 0 {
-			ri.tokens += o.Usage.TotalTokens
-			ri.prompt += o.Usage.PromptTokens
-			ri.completion += o.Usage.CompletionTokens
-			ri.model = o.Model
-		}
+	if ri.call == nil {
+		return
+	}
+	first := ri.call.Outcome()
+	ri.tier, ri.limit, ri.cache = first.Tier.Name, first.Limit.String(), first.Cache.String()
+	ri.addUsage(first)
+	for _, c := range ri.more {
+		ri.addUsage(c.Outcome())
+	}
+}
+
+// addUsage counts one call's tokens in the record.
+func (ri *requestInfo) addUsage(o gateway.Outcome) {
+	if o.Usage.TotalTokens != 0 {
+		ri.tokens += o.Usage.TotalTokens
+		ri.prompt += o.Usage.PromptTokens
+		ri.completion += o.Usage.CompletionTokens
+		ri.model = o.Model
 	}
 }
 
