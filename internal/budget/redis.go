@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/agentapi/agentapi/internal/redisconn"
 )
 
 // keyTTL is how long a day's counter lives after its last change: the day
@@ -74,15 +76,20 @@ const markTTL = 10 * time.Second
 // Redis keeps budgets in Redis, shared by every replica that uses the same
 // Redis and prefix. One key per user and day, "<prefix><user id>:<date>",
 // holds the counter; each reservation and settlement also leaves a
-// short-lived mark, "<prefix>call:<call>". It is safe for concurrent use.
+// short-lived mark, "<prefix>call:{<counter key>}<call>". The mark's hash
+// tag is the counter's whole name, so on a Redis Cluster both keys share a
+// slot and one script may touch both, while the counter keeps the name it
+// had before clusters were supported (a rolling upgrade finds every
+// day's count where the previous version left it). It is safe for
+// concurrent use.
 type Redis struct {
 	client  redis.UniversalClient
 	prefix  string
 	now     func() time.Time
 	reserve *redis.Script
 	settle  *redis.Script
-	// calls names each reservation and settlement: a random prefix for
-	// this budget, then a counter.
+	// calls names each reservation and settlement: a random part for
+	// this budget (callPrefix), then a counter.
 	callPrefix string
 	calls      atomic.Uint64
 }
@@ -95,13 +102,14 @@ func NewRedis(c redis.UniversalClient, prefix string, now func() time.Time) *Red
 	}
 	b := make([]byte, 8)
 	rand.Read(b) // never fails
-	return &Redis{client: c, prefix: prefix, now: now, callPrefix: prefix + "call:" + hex.EncodeToString(b) + ":",
+	return &Redis{client: c, prefix: prefix, now: now, callPrefix: hex.EncodeToString(b) + ":",
 		reserve: redis.NewScript(reserveScript), settle: redis.NewScript(settleScript)}
 }
 
-// markKey returns the key of a new call's mark.
-func (r *Redis) markKey() string {
-	return r.callPrefix + strconv.FormatUint(r.calls.Add(1), 36)
+// markKey returns the key of a new call's mark on counter, in counter's
+// cluster slot.
+func (r *Redis) markKey(counter string) string {
+	return redisconn.KeyNear(counter, r.prefix+"call:", r.callPrefix+strconv.FormatUint(r.calls.Add(1), 36))
 }
 
 func (r *Redis) key(userID, day string) string { return r.prefix + userID + ":" + day }
@@ -113,7 +121,8 @@ func (r *Redis) Reserve(ctx context.Context, userID string, limit, amount int64)
 	}
 	now := r.now()
 	day := dayOf(now)
-	res, err := r.reserve.Run(ctx, r.client, []string{r.key(userID, day), r.markKey()},
+	counter := r.key(userID, day)
+	res, err := r.reserve.Run(ctx, r.client, []string{counter, r.markKey(counter)},
 		max(limit, 0), amount, int64(keyTTL/time.Second), markTTL.Milliseconds()).Int64Slice()
 	if err != nil {
 		return Reservation{}, Status{}, fmt.Errorf("budget: reserve for user %q: %w", userID, err)
@@ -133,7 +142,8 @@ func (r *Redis) Settle(ctx context.Context, res Reservation, actual int64) error
 	if res.UserID == "" {
 		return nil
 	}
-	err := r.settle.Run(ctx, r.client, []string{r.key(res.UserID, res.Day), r.markKey()},
+	counter := r.key(res.UserID, res.Day)
+	err := r.settle.Run(ctx, r.client, []string{counter, r.markKey(counter)},
 		actual-res.Amount, int64(keyTTL/time.Second), markTTL.Milliseconds()).Err()
 	if err != nil {
 		return fmt.Errorf("budget: settle for user %q: %w", res.UserID, err)

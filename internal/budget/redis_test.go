@@ -90,14 +90,14 @@ func TestRedisRetriedCallsApplyOnce(t *testing.T) {
 	counter := r.key("u1", dayOf(time.Now()))
 	ttl, mark := int64(keyTTL/time.Second), markTTL.Milliseconds()
 
-	reserveMark := r.markKey()
+	reserveMark := r.markKey(counter)
 	for range 2 {
 		res, err := r.reserve.Run(ctx, c, []string{counter, reserveMark}, 0, 30, ttl, mark).Int64Slice()
 		if err != nil || res[0] != 1 || res[1] != 30 {
 			t.Fatalf("reserve = %v, %v; want {1, 30} both times", res, err)
 		}
 	}
-	settleMark := r.markKey()
+	settleMark := r.markKey(counter)
 	for range 2 {
 		used, err := r.settle.Run(ctx, c, []string{counter, settleMark}, -20, ttl, mark).Int64()
 		if err != nil || used != 10 {

@@ -12,11 +12,35 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"strings"
 )
 
 // Key names one cached response. It is a hex SHA-256 digest, so it is safe
-// to use in Redis keys and logs: it reveals nothing of the prompt.
+// to use in Redis keys and logs: it reveals nothing of the prompt; a key
+// made by [Key.Near] adds the name of its anchor after a '|'.
 type Key string
+
+// anchorSep parts a key's digest from its anchor; hex has no '|'.
+const anchorSep = "|"
+
+// Near returns k marked to be stored next to anchor, a name in another
+// store of the caller's, such as the rate limiter's key for the user whose
+// answer this is. A [Redis] cache told the other store's prefix (see
+// [Redis.PlaceNear]) then keeps the entry in the same Redis Cluster slot as
+// that store's key, so that a pipeline reading both goes to one node in
+// one round trip. Other caches treat the result as just another key.
+func (k Key) Near(anchor string) Key {
+	if anchor == "" {
+		return k
+	}
+	return k + anchorSep + Key(anchor)
+}
+
+// parts splits k into its digest and its anchor ("" if none).
+func (k Key) parts() (digest, anchor string) {
+	digest, anchor, _ = strings.Cut(string(k), anchorSep)
+	return digest, anchor
+}
 
 // keyDomain is hashed before the parts. Changing it (say, to v2 when the
 // normalisation of request bodies changes) retires every existing entry at

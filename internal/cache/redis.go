@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/agentapi/agentapi/internal/redisconn"
 )
 
 // DefaultCallTimeout bounds one Get or Set of a [Redis] cache, dial and
@@ -46,6 +48,9 @@ type Redis struct {
 	probeInterval time.Duration
 	// now is the clock; tests replace it.
 	now func() time.Time
+	// nearPrefix is the prefix of the keys that anchored entries are
+	// placed next to (see PlaceNear); "" leaves every entry unplaced.
+	nearPrefix string
 
 	// down is set while Redis is considered failing.
 	down atomic.Bool
@@ -74,6 +79,29 @@ func NewRedis(c redis.UniversalClient, prefix string, ttl time.Duration, maxEntr
 	}
 }
 
+// PlaceNear makes the cache store each entry whose key has an anchor (see
+// [Key.Near]) in the Redis Cluster hash slot of the key
+// anchorPrefix+anchor, by a hash tag naming that key. Without it, and for
+// keys without an anchor, an entry's name is prefix+digest and its slot is
+// the digest's: entries spread over the cluster. It must be called before
+// the cache is used.
+//
+// Placing entries changes their names, so entries written before (by a
+// replica without placement) are not found: a rolling deploy costs some
+// misses while it runs, nothing else.
+func (r *Redis) PlaceNear(anchorPrefix string) {
+	r.nearPrefix = anchorPrefix
+}
+
+// name is k's Redis key.
+func (r *Redis) name(k Key) string {
+	digest, anchor := k.parts()
+	if anchor == "" || r.nearPrefix == "" {
+		return r.prefix + digest
+	}
+	return redisconn.KeyNear(r.nearPrefix+anchor, r.prefix, digest)
+}
+
 // Get returns k's value, or false if k is absent or expired.
 func (r *Redis) Get(ctx context.Context, k Key) ([]byte, bool, error) {
 	cmd := r.GetCmd(ctx, k)
@@ -94,7 +122,7 @@ func (r *Redis) GetCmd(ctx context.Context, k Key) *redis.StringCmd {
 	if r.bypass() {
 		return nil
 	}
-	return redis.NewStringCmd(ctx, "get", r.prefix+string(k))
+	return redis.NewStringCmd(ctx, "get", r.name(k))
 }
 
 // GetResult reads the answer of a GET made by GetCmd once it ran, as Get
@@ -126,7 +154,7 @@ func (r *Redis) Set(ctx context.Context, k Key, v []byte) error {
 	}
 	cctx, cancel := context.WithTimeout(ctx, r.callTimeout)
 	defer cancel()
-	if err := r.client.Set(cctx, r.prefix+string(k), v, r.ttl).Err(); err != nil {
+	if err := r.client.Set(cctx, r.name(k), v, r.ttl).Err(); err != nil {
 		r.markFailed(ctx, err)
 		return fmt.Errorf("cache: redis set: %w", err)
 	}
@@ -146,7 +174,7 @@ func (r *Redis) SetMany(ctx context.Context, entries []Entry) error {
 	_, err := r.client.Pipelined(cctx, func(p redis.Pipeliner) error {
 		for _, e := range entries {
 			if len(e.Value) <= r.maxEntryBytes {
-				p.Set(cctx, r.prefix+string(e.Key), e.Value, r.ttl)
+				p.Set(cctx, r.name(e.Key), e.Value, r.ttl)
 			}
 		}
 		return nil

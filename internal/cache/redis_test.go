@@ -76,7 +76,7 @@ func TestRedisSetMany(t *testing.T) {
 }
 
 // unreachableRedis is a client for a loopback port nothing listens on.
-func unreachableRedis(t *testing.T) *redis.Client {
+func unreachableRedis(t *testing.T) redis.UniversalClient {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -74,7 +74,7 @@ func newProvider(cfg config.Config, m *metrics.Metrics, tracing *telemetry.Traci
 
 // newBudget keeps token budgets in Redis when there is one (every replica
 // enforces one budget), else in this process.
-func newBudget(cfg config.Config, rdb *redis.Client) interface {
+func newBudget(cfg config.Config, rdb redis.UniversalClient) interface {
 	Reserve(ctx context.Context, userID string, limit, amount int64) (budget.Reservation, budget.Status, error)
 	Settle(ctx context.Context, r budget.Reservation, actual int64) error
 	Status(ctx context.Context, userID string, limit int64) (budget.Status, error)

@@ -110,7 +110,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 
 	ready := []httpapi.ReadyCheck{{Name: "database", Check: st.Ping}}
-	var rdb *redis.Client
+	var rdb redis.UniversalClient
 	if cfg.RedisURL != "" {
 		// The limiter's deadline (RATE_LIMIT_REDIS_TIMEOUT) may exceed the
 		// client's default read timeout, which would otherwise cut it short.
@@ -300,7 +300,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 // without Redis, else through Redis, polled in the background until ctx
 // ends. The first poll runs before serving, so a restarted replica refuses
 // tokens logged out while it was away (when Redis answers).
-func newRevocations(ctx context.Context, cfg config.Config, rdb *redis.Client, deny *auth.DenyList, logger *slog.Logger) (*revocation.List, error) {
+func newRevocations(ctx context.Context, cfg config.Config, rdb redis.UniversalClient, deny *auth.DenyList, logger *slog.Logger) (*revocation.List, error) {
 	o := revocation.Options{Logger: logger}
 	if rdb != nil {
 		o.Redis, o.Key, o.MaxTokenLifetime = rdb, cfg.RedisKeyPrefix+redisRevokedKey, cfg.AccessTokenTTL
@@ -347,7 +347,7 @@ func tierTable(cfg config.Config) (tier.Table, error) {
 
 // newLimiter picks the in-process limiter, or the Redis one (shared by all
 // replicas) wrapped in the configured behaviour for when Redis fails.
-func newLimiter(cfg config.Config, rdb *redis.Client, logger *slog.Logger, m *metrics.Metrics) (ratelimit.Limiter, error) {
+func newLimiter(cfg config.Config, rdb redis.UniversalClient, logger *slog.Logger, m *metrics.Metrics) (ratelimit.Limiter, error) {
 	mem := ratelimit.NewMemory(maxLimiterKeys)
 	if rdb == nil {
 		return mem, nil
@@ -364,7 +364,7 @@ func newLimiter(cfg config.Config, rdb *redis.Client, logger *slog.Logger, m *me
 // background (written, waited for at exit), and, when the limiter is in
 // Redis too, the admitter that sends the rate-limit decision and the cache
 // lookup to Redis in one round trip.
-func newCache(cfg config.Config, rdb *redis.Client, lim ratelimit.Limiter, logger *slog.Logger) (c cache.Store, written *cache.Background, admit *admission.Pipelined) {
+func newCache(cfg config.Config, rdb redis.UniversalClient, lim ratelimit.Limiter, logger *slog.Logger) (c cache.Store, written *cache.Background, admit *admission.Pipelined) {
 	switch {
 	case cfg.CacheTTL == 0:
 		return nil, nil, nil
@@ -372,6 +372,10 @@ func newCache(cfg config.Config, rdb *redis.Client, lim ratelimit.Limiter, logge
 		shared := cache.NewRedis(rdb, cfg.RedisKeyPrefix+redisCachePrefix, cfg.CacheTTL, maxCacheEntryBytes)
 		written = cache.NewBackground(shared, 0, 0, logger)
 		if f, ok := lim.(*ratelimit.Fallback); ok {
+			// A user's entries live in the slot of the user's bucket, so
+			// on a Redis Cluster the decision and the lookup still go to
+			// one node in one round trip.
+			shared.PlaceNear(cfg.RedisKeyPrefix + redisLimitPrefix)
 			admit = &admission.Pipelined{Limiter: f, Cache: shared}
 		}
 		return written, written, admit

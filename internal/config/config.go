@@ -585,14 +585,24 @@ func (l *loader) redisKeyPrefix() string {
 	return v
 }
 
+// redisScheme reports whether s is a REDIS_URL scheme package redisconn
+// connects with: one server, a cluster, or Sentinel, each plain or TLS.
+func redisScheme(s string) bool {
+	switch s {
+	case "redis", "rediss", "redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel":
+		return true
+	}
+	return false
+}
+
 // redisURL prefers REDIS_URL; otherwise an explicitly set REDIS_HOST (the
 // prototype's variables) selects Redis. Neither means in-process backends.
 func (l *loader) redisURL() string {
 	if v, ok := l.lookup("REDIS_URL"); ok {
 		v = strings.TrimSpace(v)
 		u, err := url.Parse(v)
-		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
-			l.fail("REDIS_URL", fmt.Sprintf("%q is not a redis:// or rediss:// URL", redactURL(v)))
+		if err != nil || !redisScheme(u.Scheme) || u.Host == "" {
+			l.fail("REDIS_URL", fmt.Sprintf("%q is not a redis://, rediss://, redis+cluster:// or redis+sentinel:// URL", redactURL(v)))
 			return ""
 		}
 		return v

@@ -154,6 +154,8 @@ func TestRedisSelection(t *testing.T) {
 		{map[string]string{"REDIS_PORT": "6380"}, ""}, // port alone does not switch Redis on
 		{map[string]string{"REDIS_HOST": "cache", "REDIS_PORT": "6380", "REDIS_DB": "2"}, "redis://cache:6380/2"},
 		{map[string]string{"REDIS_URL": "rediss://:pw@r.example:6379/1", "REDIS_HOST": "ignored"}, "rediss://:pw@r.example:6379/1"},
+		{map[string]string{"REDIS_URL": "redis+cluster://u:pw@n1:7000,n2:7000"}, "redis+cluster://u:pw@n1:7000,n2:7000"},
+		{map[string]string{"REDIS_URL": "rediss+sentinel://s1:26379,s2:26379/mymaster"}, "rediss+sentinel://s1:26379,s2:26379/mymaster"},
 	}
 	for _, tc := range cases {
 		c, err := Load(env(tc.env), "")
