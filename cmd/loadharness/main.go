@@ -128,15 +128,32 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	return o, nil
 }
 
+// loopbackRedis reports whether u names only loopback servers: one Redis
+// (redis://), or every seed of a cluster (redis+cluster://) or every
+// Sentinel (redis+sentinel://).
 func loopbackRedis(u string) bool {
-	rest, ok := strings.CutPrefix(u, "redis://")
-	if !ok {
+	var rest string
+	for _, scheme := range []string{"redis://", "redis+cluster://", "redis+sentinel://"} {
+		if r, ok := strings.CutPrefix(u, scheme); ok {
+			rest = r
+			break
+		}
+	}
+	if rest == "" {
 		return false
+	}
+	if i := strings.IndexAny(rest, "/?"); i >= 0 {
+		rest = rest[:i]
 	}
 	if i := strings.LastIndexByte(rest, '@'); i >= 0 {
 		rest = rest[i+1:]
 	}
-	return strings.HasPrefix(rest, "127.0.0.1") || strings.HasPrefix(rest, "localhost")
+	for host := range strings.SplitSeq(rest, ",") {
+		if !strings.HasPrefix(host, "127.0.0.1") && !strings.HasPrefix(host, "localhost") {
+			return false
+		}
+	}
+	return true
 }
 
 // results holds every phase of a run, by target id.

@@ -36,6 +36,12 @@ func TestParseFlagsRefusesRemoteRedis(t *testing.T) {
 	if _, err := parseFlags([]string{"-redis", "redis://127.0.0.1:6379/0"}, &errOut); err != nil {
 		t.Fatalf("loopback Redis refused: %v", err)
 	}
+	if _, err := parseFlags([]string{"-redis", "redis+cluster://u:pw@127.0.0.1:7000,localhost:7001"}, &errOut); err != nil {
+		t.Fatalf("loopback cluster refused: %v", err)
+	}
+	if _, err := parseFlags([]string{"-redis", "redis+cluster://127.0.0.1:7000,10.0.0.5:7001"}, &errOut); err == nil {
+		t.Fatal("a cluster with a non-loopback seed was accepted")
+	}
 }
 
 // TestLabelledReachesGoroutinesStartedInside checks that a goroutine

@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/agentapi/agentapi/internal/redisconn"
+	"github.com/redis/go-redis/v9"
 )
 
 // soakOptions are the soak run's flags.
@@ -108,6 +109,10 @@ func parseSoakFlags(args []string, stderr io.Writer) (soakOptions, error) {
 		return o, fmt.Errorf("-fault-slot and -sample must be positive, -upstream-timeout at least 100ms, -stall over %s", slowGap)
 	case o.redisURL != "" && !loopbackRedis(o.redisURL):
 		return o, fmt.Errorf("-redis must point at 127.0.0.1 or localhost, got %q", o.redisURL)
+	case o.redisURL != "" && !strings.HasPrefix(o.redisURL, "redis://"):
+		// The soak cuts Redis through a proxy of its own, which fronts one
+		// server; a cluster's clients learn the nodes' own addresses.
+		return o, errors.New("-redis: the soak plays outages of one Redis server (redis://); clusters and Sentinel are not supported")
 	case o.redisURL != "" && (o.redisOutage <= 0 || o.redisOutage >= o.redisEvery/2):
 		return o, errors.New("-redis-outage must be positive and under half of -redis-every")
 	}
@@ -1974,7 +1979,21 @@ func deletePrefix(redisURL, prefix string) error {
 	defer rdb.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	// A cluster has no keyspace-wide SCAN: each primary is scanned for
+	// its own keys, which are deleted there one by one (keys of different
+	// slots cannot share a DEL).
+	if c, ok := rdb.(*redis.ClusterClient); ok {
+		return c.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+			return deleteScanned(ctx, node, prefix, 1)
+		})
+	}
+	return deleteScanned(ctx, rdb, prefix, 500)
+}
+
+// deleteScanned deletes the keys under prefix that SCAN finds on c, in
+// DELs of up to chunk keys.
+func deleteScanned(ctx context.Context, c redis.Cmdable, prefix string, chunk int) error {
+	iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
 	var keys []string
 	for iter.Next(ctx) {
 		keys = append(keys, iter.Val())
@@ -1982,8 +2001,8 @@ func deletePrefix(redisURL, prefix string) error {
 	if err := iter.Err(); err != nil {
 		return err
 	}
-	for chunk := range slices.Chunk(keys, 500) {
-		if err := rdb.Del(ctx, chunk...).Err(); err != nil {
+	for part := range slices.Chunk(keys, chunk) {
+		if err := c.Del(ctx, part...).Err(); err != nil {
 			return err
 		}
 	}
