@@ -223,7 +223,21 @@ func redactURL(s string) string {
 		return ""
 	}
 	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
+	if err != nil {
+		// Unparsable (a host list with a port missing, say): whatever
+		// stands between the scheme and the last '@' may be a password.
+		if scheme, rest, ok := strings.Cut(s, "://"); ok {
+			end := strings.IndexAny(rest, "/?#")
+			if end < 0 {
+				end = len(rest)
+			}
+			if at := strings.LastIndex(rest[:end], "@"); at >= 0 {
+				return scheme + "://xxxxx" + rest[at:]
+			}
+		}
+		return s
+	}
+	if u.User == nil {
 		return s
 	}
 	return u.Redacted()

@@ -225,3 +225,20 @@ func TestTierBodyCaps(t *testing.T) {
 		t.Errorf("err = %v, want MAX_BODY_BYTES_PRO and MAX_TOKENS_FREE named", err)
 	}
 }
+
+// TestRedisURLErrorHidesPassword feeds REDIS_URL values that url.Parse
+// refuses (a host list whose last host has no port) and checks that the
+// error names the variable without quoting the password.
+func TestRedisURLErrorHidesPassword(t *testing.T) {
+	t.Parallel()
+	for _, v := range []string{"redis+cluster://agent:hunter2@n1:7000,n2", "redis+cluster://:hunter2@n1:1,n2/0"} {
+		_, err := Load(env(map[string]string{"REDIS_URL": v}), "")
+		if err == nil || !strings.Contains(err.Error(), "REDIS_URL") {
+			t.Errorf("%s: err = %v, want one naming REDIS_URL", v, err)
+			continue
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("the error quotes the password: %v", err)
+		}
+	}
+}
