@@ -265,7 +265,9 @@ func (t *target) streamOnce(n uint64) (ttfb time.Duration, gaps []time.Duration,
 				gaps = append(gaps, now.Sub(last))
 			}
 			last = now
-			if bytes.HasPrefix(line, []byte("data: [DONE]")) {
+			// Chat streams end with [DONE]; Responses streams with
+			// their response.completed event.
+			if bytes.HasPrefix(line, []byte("data: [DONE]")) || bytes.HasPrefix(line, []byte(`data: {"type":"response.completed"`)) {
 				done = true
 			}
 		}

@@ -420,6 +420,16 @@ func buildTargets(o options, up *upstream, proxyURL string, gw, gwRedis *gateway
 	} else {
 		notes = append(notes, "this build has no POST /v1/chat/completions: the v1 and streaming gateway targets were skipped")
 	}
+	hasResponses, err := probe(probeClient, gw.url+"/v1/responses", bearer(gw), responsesBody(false)(0))
+	if err != nil {
+		return nil, nil, fmt.Errorf("probing /v1/responses: %w", err)
+	}
+	if hasResponses {
+		ts = append(ts, &target{id: "responses", about: "gateway POST /v1/responses (stored), in-process backends, every body unique", url: gw.url + "/v1/responses",
+			header: bearer(gw), body: responsesBody(false), check: checkResponse})
+	} else {
+		notes = append(notes, "this build has no POST /v1/responses: the responses targets were skipped")
+	}
 	ts = append(ts,
 		&target{id: "direct-stream", about: "streamed answer straight from the upstream", url: up.url + "/chat/completions",
 			header: jsonHeader, body: openAIBody(true), check: checkStream, stream: true},
@@ -428,6 +438,10 @@ func buildTargets(o options, up *upstream, proxyURL string, gw, gwRedis *gateway
 	if hasV1 {
 		ts = append(ts, &target{id: "v1-stream", about: "streamed answer through gateway POST /v1/chat/completions", url: gw.url + "/v1/chat/completions",
 			header: bearer(gw), body: openAIBody(true), check: checkStream, stream: true})
+	}
+	if hasResponses {
+		ts = append(ts, &target{id: "responses-stream", about: "streamed answer through gateway POST /v1/responses (stored)", url: gw.url + "/v1/responses",
+			header: bearer(gw), body: responsesBody(true), check: checkResponsesStream, stream: true})
 	}
 	for _, t := range ts {
 		conns := 10000

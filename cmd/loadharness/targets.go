@@ -63,6 +63,53 @@ func openAIBody(stream bool) func(n uint64) []byte {
 	}
 }
 
+// responsesBody is a /v1/responses request with the same prompt, stored
+// (the default), so the target pays the store's write per response.
+func responsesBody(stream bool) func(n uint64) []byte {
+	return func(n uint64) []byte {
+		b := make([]byte, 0, 320)
+		b = append(b, `{"model":"gpt-4o-mini","input":"`...)
+		b = prompt(b, n)
+		b = append(b, '"')
+		if stream {
+			b = append(b, `,"stream":true`...)
+		}
+		return append(b, '}')
+	}
+}
+
+// checkResponse accepts a completed Responses API answer with text.
+func checkResponse(status int, body []byte) error {
+	if status != http.StatusOK {
+		return fmt.Errorf("status %d: %.300s", status, body)
+	}
+	var r struct {
+		Status string `json:"status"`
+		Output []struct {
+			Content []struct {
+				Text string `json:"text"`
+			} `json:"content"`
+		} `json:"output"`
+	}
+	if err := json.Unmarshal(body, &r); err != nil || r.Status != "completed" || len(r.Output) == 0 ||
+		len(r.Output[0].Content) == 0 || r.Output[0].Content[0].Text == "" {
+		return fmt.Errorf("not a completed response: %.300s", body)
+	}
+	return nil
+}
+
+// checkResponsesStream accepts a Responses event stream that ends in
+// response.completed after some text.
+func checkResponsesStream(status int, body []byte) error {
+	if status != http.StatusOK {
+		return fmt.Errorf("status %d: %.300s", status, body)
+	}
+	if !bytes.Contains(body, []byte(`data: {"type":"response.completed"`)) || !bytes.Contains(body, []byte(`"response.output_text.delta"`)) {
+		return fmt.Errorf("not a complete Responses event stream: %.300s", body)
+	}
+	return nil
+}
+
 // chatBody is a /chat request.
 func chatBody(n uint64) []byte {
 	b := make([]byte, 0, 256)

@@ -146,6 +146,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	go pruneRefreshTokens(bg, st, logger)
+	go purgeResponses(bg, st, logger)
 	respCache, written, admit := newCache(cfg, rdb, lim, logger)
 	var tracer trace.Tracer
 	if cfg.OTLPEndpoint != "" {
@@ -227,6 +228,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		RefreshTTL:  cfg.RefreshTokenTTL,
 		Revoker:     revoked,
 		LoginLimits: httpapi.LoginLimits{Attempts: cfg.LoginAttempts, TrustedProxies: cfg.TrustedProxies},
+
+		// The Responses API keeps its responses in the same database.
+		Responses:              st,
+		ResponsesTTL:           cfg.ResponsesTTL,
+		ResponsesContextTokens: cfg.ResponsesContextTokens,
 	})
 	if err != nil {
 		return err
@@ -331,6 +337,37 @@ func pruneRefreshTokens(ctx context.Context, st *store.Store, logger *slog.Logge
 		}
 		if _, err := st.DeleteExpiredRefreshTokens(ctx, time.Now()); err != nil && ctx.Err() == nil {
 			logger.Warn("could not delete expired refresh tokens", "error", err.Error())
+		}
+	}
+}
+
+// purgeResponsesEvery is how often expired responses are deleted. Reads
+// skip them from the moment they expire; the purge only frees the space.
+const purgeResponsesEvery = 10 * time.Minute
+
+// purgeResponses deletes expired stored responses now and then, in
+// batches, so no one statement holds the table for long. Every replica
+// runs it; a row deleted twice is simply not found the second time.
+func purgeResponses(ctx context.Context, st *store.Store, logger *slog.Logger) {
+	t := time.NewTicker(purgeResponsesEvery)
+	defer t.Stop()
+	for {
+		for {
+			n, err := st.PurgeExpiredResponses(ctx, time.Now(), 1000)
+			if err != nil {
+				if ctx.Err() == nil {
+					logger.Warn("could not purge expired responses", "error", err.Error())
+				}
+				break
+			}
+			if n < 1000 {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
 }

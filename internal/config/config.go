@@ -126,6 +126,15 @@ type Config struct {
 	MaxBodyBytesFree int64
 	MaxBodyBytesPro  int64
 
+	// ResponsesTTL is how long a stored response of /v1/responses is kept
+	// (RESPONSES_TTL); a background purge deletes older ones.
+	ResponsesTTL time.Duration
+	// ResponsesContextTokens bounds the estimated size of the conversation
+	// a response sends upstream, its chain included
+	// (RESPONSES_CONTEXT_TOKENS); 0 means no bound. Beyond it, truncation
+	// "disabled" is a 400 and "auto" drops the chain's oldest items.
+	ResponsesContextTokens int64
+
 	CacheTTL      time.Duration
 	CacheScope    string
 	CacheMaxBytes int64
@@ -199,6 +208,8 @@ func (c Config) LogValue() slog.Value {
 		slog.Int64("max_tokens_pro", c.MaxTokensPro),
 		slog.Int64("max_body_bytes_free", c.MaxBodyBytesFree),
 		slog.Int64("max_body_bytes_pro", c.MaxBodyBytesPro),
+		slog.String("responses_ttl", c.ResponsesTTL.String()),
+		slog.Int64("responses_context_tokens", c.ResponsesContextTokens),
 		slog.String("cache_ttl", c.CacheTTL.String()),
 		slog.String("cache_scope", c.CacheScope),
 		slog.Int64("cache_max_bytes", c.CacheMaxBytes),
@@ -321,6 +332,8 @@ func Load(getenv func(string) string, envFile string) (Config, error) {
 	c.TokenBudgetPro = l.integer("TOKEN_BUDGET_PRO", 0, 0, 1<<50)
 	c.MaxTokensFree = l.integer("MAX_TOKENS_FREE", 4096, 0, 1<<30)
 	c.MaxTokensPro = l.integer("MAX_TOKENS_PRO", 0, 0, 1<<30)
+	c.ResponsesTTL = l.duration("RESPONSES_TTL", 30*24*time.Hour, time.Minute)
+	c.ResponsesContextTokens = l.integer("RESPONSES_CONTEXT_TOKENS", 128000, 0, 1<<30)
 	if c.AccessLogBatch > time.Second {
 		l.fail("ACCESS_LOG_BATCH", fmt.Sprintf("%s is above the maximum 1s: lines would wait too long", c.AccessLogBatch))
 	}

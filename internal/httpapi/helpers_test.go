@@ -272,6 +272,7 @@ func newTestAPI(t *testing.T, o testOptions) *testAPI {
 		Sessions:           st,
 		Revoker:            o.revoker,
 		LoginLimits:        o.loginLimits,
+		Responses:          st,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ func addRoutes(mux router, d Deps, states *accountStates, openapi []byte) {
 	login := requireLogin(d.Logger)
 	m := newModelRoutes(d)
 	sess := newSessions(d)
+	resp := newResponsesAPI(d, m)
 
 	mux.Handle("GET /{$}", handleRoot(d.AppName))
 	mux.Handle("GET /health", handleHealth())
@@ -47,6 +48,12 @@ func addRoutes(mux router, d Deps, states *accountStates, openapi []byte) {
 	mux.Handle("POST /v1/embeddings", authnKey(handleEmbeddings(m)))
 	mux.Handle("GET /v1/models", authnKey(handleModels(m)))
 	mux.Handle("GET /v1/models/{model...}", authnKey(handleModel(m)))
+	// Responses: creating one runs the model (one rate-limit token);
+	// reading, listing and deleting spend none.
+	mux.Handle("POST /v1/responses", authnKey(handleCreateResponse(resp)))
+	mux.Handle("GET /v1/responses/{id}", authnKey(handleGetResponse(resp)))
+	mux.Handle("DELETE /v1/responses/{id}", authnKey(handleDeleteResponse(resp)))
+	mux.Handle("GET /v1/responses/{id}/input_items", authnKey(handleInputItems(resp)))
 
 	mux.Handle("GET /admin/users", admin(handleAdminListUsers(d.Logger, d.Admin)))
 	mux.Handle("GET /admin/users/{id}", admin(handleAdminGetUser(d.Logger, d.Admin)))

@@ -83,6 +83,15 @@ type Deps struct {
 	Revoker revoker
 	// LoginLimits throttle POST /auth/login on the Limiter.
 	LoginLimits LoginLimits
+	// Responses stores /v1/responses' responses; nil leaves only
+	// store: false responses possible (the rest answer 503).
+	Responses responseStore
+	// ResponsesTTL is how long a stored response is kept; 0 means 30
+	// days.
+	ResponsesTTL time.Duration
+	// ResponsesContextTokens bounds the estimated conversation a response
+	// sends upstream; 0 means no bound.
+	ResponsesContextTokens int64
 }
 
 // NewHandler builds the whole HTTP handler: middleware around every route.

@@ -34,8 +34,13 @@ const (
 
 // Mock is an offline provider with the same methods as Client. It answers
 // deterministically: a chat reply is "Mock reply: " followed by the first
-// 200 characters of the last user message, and usage is estimated with
-// EstimateTokens. Invalid requests get an *UpstreamError of kind
+// 200 characters of the last user message (and how many images it had),
+// and usage is estimated with EstimateTokens. When the request offers tools
+// (and tool_choice is not "none") and its last message is not a tool's
+// result, it calls the first tool (or the one tool_choice names) with
+// arguments built from the tool's JSON schema; after a tool's result it
+// answers "Mock reply: the tool said: " and the result's start. Tool calls
+// are streamed as tool-call deltas, as OpenAI streams them. Invalid requests get an *UpstreamError of kind
 // ErrUpstreamRejected with an OpenAI-shaped 400 body, as a real upstream
 // would send. Mock is safe for concurrent use.
 type Mock struct{}
@@ -49,9 +54,18 @@ func NewMock() *Mock {
 type mockChatRequest struct {
 	Model    string `json:"model"`
 	Messages []struct {
-		Role    string          `json:"role"`
-		Content json.RawMessage `json:"content"`
+		Role      string            `json:"role"`
+		Content   json.RawMessage   `json:"content"`
+		ToolCalls []json.RawMessage `json:"tool_calls"`
 	} `json:"messages"`
+	Tools []struct {
+		Type     string `json:"type"`
+		Function struct {
+			Name       string          `json:"name"`
+			Parameters json.RawMessage `json:"parameters"`
+		} `json:"function"`
+	} `json:"tools"`
+	ToolChoice    json.RawMessage `json:"tool_choice"`
 	StreamOptions *struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`
@@ -59,9 +73,12 @@ type mockChatRequest struct {
 
 // mockChat is a parsed request together with its answer.
 type mockChat struct {
-	id           string
-	model        string
-	reply        string
+	id    string
+	model string
+	reply string
+	// call, when set, is the tool call the mock answers with instead of
+	// reply.
+	call         *mockToolCall
 	usage        Usage
 	includeUsage bool
 }
@@ -77,13 +94,18 @@ func (m *Mock) Complete(ctx context.Context, body []byte) (*Response, error) {
 		return nil, err
 	}
 	stop := "stop"
+	msg := mockMessage{Role: "assistant", Content: &chat.reply}
+	if chat.call != nil {
+		stop = "tool_calls"
+		msg = mockMessage{Role: "assistant", ToolCalls: []mockToolCall{*chat.call}}
+	}
 	raw, err := json.Marshal(mockCompletion{
 		ID:      chat.id,
 		Object:  "chat.completion",
 		Created: mockCreated,
 		Model:   chat.model,
 		Choices: []mockChoice{{
-			Message:      mockMessage{Role: "assistant", Content: chat.reply},
+			Message:      msg,
 			FinishReason: &stop,
 		}},
 		Usage: chat.usage,
@@ -196,7 +218,7 @@ func (m *Mock) answer(body []byte) (mockChat, error) {
 		return mockChat{}, mockRejection("messages must be a non-empty array")
 	}
 	var prompt int64
-	last := ""
+	last, images := "", 0
 	for _, msg := range req.Messages {
 		// Content of an unexpected shape counts as empty rather than
 		// failing: the mock is for trying the gateway, not for
@@ -204,26 +226,156 @@ func (m *Mock) answer(body []byte) (mockChat, error) {
 		text, _ := contentText(msg.Content)
 		prompt += EstimateTokens(text)
 		if msg.Role == "user" {
-			last = text
+			last, images = text, countImages(msg.Content)
 		}
 	}
 	reply := "Mock reply: " + firstRunes(last, mockEchoRunes)
 	if last == "" {
 		reply = "Mock reply: (no user text)"
 	}
+	if images > 0 {
+		reply += fmt.Sprintf(" (%d image(s) received)", images)
+	}
+	sum := sha256.Sum256(body)
+	var call *mockToolCall
+	if n := len(req.Messages); req.Messages[n-1].Role == "tool" {
+		result, _ := contentText(req.Messages[n-1].Content)
+		reply = "Mock reply: the tool said: " + firstRunes(result, mockEchoRunes)
+	} else if name, params, ok := req.toolToCall(); ok {
+		call = &mockToolCall{ID: "call_mock_" + hex.EncodeToString(sum[:8]), Type: "function",
+			Function: mockFunction{Name: name, Arguments: string(mockArguments(params))}}
+	}
 	model := req.Model
 	if model == "" {
 		model = mockChatModel
 	}
-	sum := sha256.Sum256(body)
 	completion := EstimateTokens(reply)
+	if call != nil {
+		completion = EstimateTokens(call.Function.Name) + EstimateTokens(call.Function.Arguments)
+	}
 	return mockChat{
 		id:           "chatcmpl-mock-" + hex.EncodeToString(sum[:12]),
 		model:        model,
 		reply:        reply,
+		call:         call,
 		usage:        Usage{PromptTokens: prompt, CompletionTokens: completion, TotalTokens: prompt + completion},
 		includeUsage: req.StreamOptions != nil && req.StreamOptions.IncludeUsage,
 	}, nil
+}
+
+// toolToCall is the function tool the mock calls: the one tool_choice
+// names, else the first; none when there are no function tools or
+// tool_choice is "none".
+func (req *mockChatRequest) toolToCall() (string, json.RawMessage, bool) {
+	var choice struct {
+		Function struct {
+			Name string `json:"name"`
+		} `json:"function"`
+	}
+	var mode string
+	if json.Unmarshal(req.ToolChoice, &mode) == nil && mode == "none" {
+		return "", nil, false
+	}
+	_ = json.Unmarshal(req.ToolChoice, &choice)
+	for _, t := range req.Tools {
+		if t.Type != "function" || t.Function.Name == "" {
+			continue
+		}
+		if choice.Function.Name == "" || choice.Function.Name == t.Function.Name {
+			return t.Function.Name, t.Function.Parameters, true
+		}
+	}
+	return "", nil, false
+}
+
+// countImages counts the image_url parts of a message's content.
+func countImages(raw json.RawMessage) int {
+	var parts []struct {
+		Type string `json:"type"`
+	}
+	if json.Unmarshal(raw, &parts) != nil {
+		return 0
+	}
+	n := 0
+	for _, p := range parts {
+		if p.Type == "image_url" {
+			n++
+		}
+	}
+	return n
+}
+
+// mockArguments builds a JSON value that fits schema: each required
+// property (every property when none is marked required) with a value of
+// its type, an enum's first value, or a string named after the property.
+func mockArguments(schema json.RawMessage) []byte {
+	var v any
+	if json.Unmarshal(schema, &v) != nil {
+		v = nil
+	}
+	out, err := json.Marshal(mockValue(v, "value", 0))
+	if err != nil || len(out) == 0 || out[0] != '{' {
+		return []byte("{}")
+	}
+	return out
+}
+
+// mockValue is an example value for a JSON schema node.
+func mockValue(node any, name string, depth int) any {
+	s, _ := node.(map[string]any)
+	if depth > 8 {
+		return nil
+	}
+	if enum, ok := s["enum"].([]any); ok && len(enum) > 0 {
+		return enum[0]
+	}
+	if c, ok := s["const"]; ok {
+		return c
+	}
+	typ, _ := s["type"].(string)
+	if list, ok := s["type"].([]any); ok && len(list) > 0 {
+		typ, _ = list[0].(string)
+	}
+	if typ == "" && (depth == 0 || s["properties"] != nil) {
+		typ = "object"
+	}
+	switch typ {
+	case "object":
+		props, _ := s["properties"].(map[string]any)
+		out := map[string]any{}
+		required, _ := s["required"].([]any)
+		if len(required) == 0 {
+			for k := range props {
+				required = append(required, k)
+			}
+		}
+		for _, k := range required {
+			key, ok := k.(string)
+			if !ok {
+				continue
+			}
+			out[key] = mockValue(props[key], key, depth+1)
+		}
+		return out
+	case "array":
+		return []any{mockValue(s["items"], name, depth+1)}
+	case "integer":
+		if m, ok := s["minimum"].(float64); ok {
+			return int64(m)
+		}
+		return 1
+	case "number":
+		if m, ok := s["minimum"].(float64); ok {
+			return m
+		}
+		return 1.5
+	case "boolean":
+		return true
+	case "null":
+		return nil
+	default:
+		return "mock " + name
+	}
 }
 
 // events renders the reply as the SSE body an OpenAI upstream would send.
@@ -249,6 +401,23 @@ func (c mockChat) events() ([]byte, error) {
 	if err := write(mockChunk{Choices: []mockChunkChoice{{Delta: mockDelta{Role: "assistant", Content: &empty}}}}); err != nil {
 		return nil, err
 	}
+	if c.call != nil {
+		// The call's head (id, name) first, then its arguments in two
+		// pieces, as OpenAI streams a tool call.
+		head := mockStreamCall{Index: 0, ID: c.call.ID, Type: "function", Function: mockFunction{Name: c.call.Function.Name}}
+		if err := write(mockChunk{Choices: []mockChunkChoice{{Delta: mockDelta{ToolCalls: []mockStreamCall{head}}}}}); err != nil {
+			return nil, err
+		}
+		args := c.call.Function.Arguments
+		half := len(args) / 2
+		for _, piece := range []string{args[:half], args[half:]} {
+			d := mockStreamCall{Index: 0, Function: mockFunction{Arguments: piece}}
+			if err := write(mockChunk{Choices: []mockChunkChoice{{Delta: mockDelta{ToolCalls: []mockStreamCall{d}}}}}); err != nil {
+				return nil, err
+			}
+		}
+		return c.finishEvents(&buf, write, "tool_calls")
+	}
 	for _, word := range strings.SplitAfter(c.reply, " ") {
 		if word == "" {
 			continue
@@ -257,8 +426,13 @@ func (c mockChat) events() ([]byte, error) {
 			return nil, err
 		}
 	}
-	stop := "stop"
-	if err := write(mockChunk{Choices: []mockChunkChoice{{FinishReason: &stop}}}); err != nil {
+	return c.finishEvents(&buf, write, "stop")
+}
+
+// finishEvents ends a streamed answer: the chunk with its finish reason,
+// the usage chunk when asked for, and [DONE].
+func (c mockChat) finishEvents(buf *bytes.Buffer, write func(mockChunk) error, reason string) ([]byte, error) {
+	if err := write(mockChunk{Choices: []mockChunkChoice{{FinishReason: &reason}}}); err != nil {
 		return nil, err
 	}
 	if c.includeUsage {
@@ -379,8 +553,24 @@ type (
 		FinishReason *string     `json:"finish_reason"`
 	}
 	mockMessage struct {
-		Role    string `json:"role"`
-		Content string `json:"content"`
+		Role      string         `json:"role"`
+		Content   *string        `json:"content"`
+		ToolCalls []mockToolCall `json:"tool_calls,omitempty"`
+	}
+	mockToolCall struct {
+		ID       string       `json:"id"`
+		Type     string       `json:"type"`
+		Function mockFunction `json:"function"`
+	}
+	mockFunction struct {
+		Name      string `json:"name,omitempty"`
+		Arguments string `json:"arguments"`
+	}
+	mockStreamCall struct {
+		Index    int          `json:"index"`
+		ID       string       `json:"id,omitempty"`
+		Type     string       `json:"type,omitempty"`
+		Function mockFunction `json:"function"`
 	}
 	mockChunk struct {
 		ID      string            `json:"id"`
@@ -396,8 +586,9 @@ type (
 		FinishReason *string   `json:"finish_reason"`
 	}
 	mockDelta struct {
-		Role    string  `json:"role,omitempty"`
-		Content *string `json:"content,omitempty"`
+		Role      string           `json:"role,omitempty"`
+		Content   *string          `json:"content,omitempty"`
+		ToolCalls []mockStreamCall `json:"tool_calls,omitempty"`
 	}
 	mockEmbeddingList struct {
 		Object string          `json:"object"`

@@ -49,6 +49,7 @@ func openTestStore(t *testing.T, databaseURL string) *Store {
 // a store over an empty, migrated database of its own.
 func runStoreSuite(t *testing.T, open func(t *testing.T) *Store) {
 	runRefreshSuite(t, open)
+	runResponsesSuite(t, open)
 
 	t.Run("Ping", func(t *testing.T) {
 		t.Parallel()
