@@ -83,7 +83,7 @@ func newUpstream(t *testing.T) *upstream {
 			return
 		}
 		last := req.Messages[len(req.Messages)-1].Content
-		words := strings.Fields(fmt.Sprintf("You said %q and this answer arrives one word at a time", last))
+		words := strings.Fields(fmt.Sprintf("You said %q after %d messages and this answer arrives one word at a time", last, len(req.Messages)))
 		if !req.Stream {
 			w.Header().Set("Content-Type", "application/json")
 			fmt.Fprintf(w, `{"id":"c1","object":"chat.completion","model":%q,"choices":[{"index":0,"message":{"role":"assistant","content":%q},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":%d,"total_tokens":%d}}`,
@@ -557,13 +557,17 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Errorf("the answer's footer %q does not give the tokens used", meta)
 		}
 
-		// Continuity: the second turn sends the first one along; the
-		// upstream echoes the last message, the page shows both turns.
+		// Continuity: the second turn names the first response
+		// (previous_response_id), so the upstream gets the whole chain.
 		person.fill("#prompt", "second question")
 		person.click("#chat-send")
 		person.wait("the second answer", `document.querySelectorAll('#transcript li.assistant[data-tokens]').length === 2`)
 		if n := eval[int](person, `document.querySelectorAll('#transcript li').length`); n != 4 {
 			t.Errorf("transcript has %d entries, want 4", n)
+		}
+		// The model saw the first turn too (question, answer, question).
+		if a := eval[string](person, `document.querySelectorAll('#transcript li.assistant .text')[1].textContent`); !strings.Contains(a, "after 3 messages") {
+			t.Errorf("the second answer %q was not given the first turn", a)
 		}
 
 		// Stop cancels the call upstream.

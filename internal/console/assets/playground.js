@@ -1,10 +1,11 @@
 // playground.js: chat with a model, the answer streamed as it arrives
-// (POST /v1/chat/completions with stream: true). The conversation is kept
-// in this page's memory and sent whole with each turn; Stop aborts the
-// request, which cancels the model call upstream.
+// (POST /v1/responses with stream: true). The service stores each answer;
+// the next turn names it (previous_response_id), so the conversation
+// continues without resending it. Stop aborts the request, which cancels
+// the model call upstream.
 import { api, raw, refusal, guard, el, num, status, SignedOut } from './core.js';
 
-const history = [];
+let previous = null; // id of the last completed response: the conversation so far
 let running = null; // AbortController of the answer being streamed
 
 function item(role, text) {
@@ -35,28 +36,34 @@ async function* events(body) {
   }
 }
 
-async function send(model, out) {
+async function send(model, input, out) {
   running = new AbortController();
-  const r = await raw('/v1/chat/completions', {
-    method: 'POST', signal: running.signal,
-    body: { model, messages: history, stream: true, stream_options: { include_usage: true } },
-  });
+  const body = { model, input, stream: true };
+  if (previous) body.previous_response_id = previous;
+  const r = await raw('/v1/responses', { method: 'POST', signal: running.signal, body });
   if (!r.ok) throw await refusal(r);
   let text = '';
-  let usage = null;
+  let final = null;
   for await (const data of events(r.body)) {
-    if (data === '[DONE]') break;
-    let chunk;
-    try { chunk = JSON.parse(data); } catch (_) { continue; }
-    if (chunk.error) throw new Error(chunk.error.message || 'The model failed mid-answer.');
-    const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
-    if (delta && delta.content) {
-      text += delta.content;
-      out.text.textContent = text;
+    let ev;
+    try { ev = JSON.parse(data); } catch (_) { continue; }
+    switch (ev.type) {
+      case 'response.output_text.delta':
+        text += ev.delta || '';
+        out.text.textContent = text;
+        break;
+      case 'response.completed':
+      case 'response.incomplete':
+        final = ev.response;
+        break;
+      case 'response.failed':
+        throw new Error((ev.response && ev.response.error && ev.response.error.message) || 'The model failed mid-answer.');
+      case 'error':
+        throw new Error((ev.error && ev.error.message) || ev.message || 'The model failed mid-answer.');
     }
-    if (chunk.usage) usage = chunk.usage;
   }
-  return { text, usage };
+  if (!final) throw new Error('The answer ended early.');
+  return { text, id: final.id, usage: final.usage };
 }
 
 export async function playgroundPage() {
@@ -79,7 +86,7 @@ export async function playgroundPage() {
   stopBtn.addEventListener('click', () => { if (running) running.abort(); });
   document.getElementById('chat-new').addEventListener('click', () => {
     if (running) running.abort();
-    history.length = 0;
+    previous = null;
     document.getElementById('transcript').replaceChildren();
     status('New conversation.', 'ok');
     prompt.focus();
@@ -98,23 +105,22 @@ export async function playgroundPage() {
     status('', '');
     prompt.value = '';
     item('user', text);
-    history.push({ role: 'user', content: text });
     const out = item('assistant', '');
     out.li.setAttribute('aria-busy', 'true');
     out.meta.textContent = 'Answering…';
     busy(true);
-    let answer = '';
     try {
-      const res = await send(select.value, out);
-      answer = res.text;
+      const res = await send(select.value, text, out);
+      previous = res.id;
       out.meta.textContent = res.usage
-        ? `${num(res.usage.total_tokens)} tokens (${num(res.usage.prompt_tokens)} in, ${num(res.usage.completion_tokens)} out)`
+        ? `${num(res.usage.total_tokens)} tokens (${num(res.usage.input_tokens)} in, ${num(res.usage.output_tokens)} out)`
         : 'Done.';
       out.li.dataset.tokens = res.usage ? String(res.usage.total_tokens) : '';
     } catch (e) {
-      answer = out.text.textContent;
       if (e && e.name === 'AbortError') {
-        out.meta.textContent = 'Stopped.';
+        // A stopped answer is not part of the conversation: the next
+        // turn follows the last complete one.
+        out.meta.textContent = 'Stopped; not part of the conversation.';
         out.li.dataset.stopped = 'true';
       } else if (!(e instanceof SignedOut)) {
         out.meta.textContent = e.message || 'The answer failed.';
@@ -125,8 +131,6 @@ export async function playgroundPage() {
       running = null;
       busy(false);
     }
-    if (answer) history.push({ role: 'assistant', content: answer });
-    else history.pop(); // nothing came back: the question can be asked again
     prompt.focus();
   });
   busy(false);
