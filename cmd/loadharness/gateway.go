@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/agentapi/agentapi/internal/cli"
+	"github.com/agentapi/agentapi/internal/tier"
 )
 
 // gateway is one agentapi server running in this process through cli.Run,
@@ -121,7 +122,7 @@ func startGateway(ctx context.Context, o gatewayOptions) (*gateway, error) {
 	email := "harness-" + hex.EncodeToString(secret[:6]) + "@example.com"
 	password := hex.EncodeToString(secret[6:22])
 	var out bytes.Buffer
-	if err := cli.Run(ctx, []string{"users", "create", "--email", email, "--password-stdin", "--tier", "pro"},
+	if err := cli.Run(ctx, []string{"users", "create", "--email", email, "--password-stdin", "--tier", tier.Pro},
 		getenv, strings.NewReader(password+"\n"), &out, &out); err != nil {
 		return nil, fmt.Errorf("%s: users create: %w (%s)", o.name, err, out.String())
 	}

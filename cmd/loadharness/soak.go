@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/agentapi/agentapi/internal/redisconn"
+	"github.com/agentapi/agentapi/internal/tier"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -290,7 +291,7 @@ func checkQuota(_ *soak, body []byte) error {
 		Tier  string `json:"tier"`
 		Limit int64  `json:"limit"`
 	}
-	if err := json.Unmarshal(body, &q); err != nil || q.Tier != "pro" || q.Limit <= 0 {
+	if err := json.Unmarshal(body, &q); err != nil || q.Tier != tier.Pro || q.Limit <= 0 {
 		return fmt.Errorf("not the pro user's quota: %.200s", body)
 	}
 	return nil

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 
 	"github.com/agentapi/agentapi/internal/config"
+	"github.com/agentapi/agentapi/internal/tier"
 )
 
 // Version is the build's version, set with -ldflags "-X ...cli.Version=v1.2.3".
@@ -19,13 +21,14 @@ var Version = "dev"
 // envFile is read from the working directory.
 const envFile = ".env"
 
+// usageText is the help; %[1]s stands for the tier names.
 const usageText = `agentapi — an AI Agent API server
 
 Usage:
   agentapi [serve]                       start the HTTP server (the default)
   agentapi migrate                       apply database migrations and exit
-  agentapi users create --email E [--password P | --password-stdin] [--tier free|pro] [--admin]
-  agentapi users set-tier --email E --tier free|pro
+  agentapi users create --email E [--password P | --password-stdin] [--tier %[1]s] [--admin]
+  agentapi users set-tier --email E --tier %[1]s
   agentapi healthcheck                   exit 0 if GET /health on HOST:PORT answers 200
   agentapi version                       print the version
 
@@ -52,13 +55,16 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		fmt.Fprintln(stdout, Version)
 		return nil
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usageText)
+		fmt.Fprint(stdout, helpText())
 		return nil
 	default:
-		fmt.Fprint(stderr, usageText)
+		fmt.Fprint(stderr, helpText())
 		return fmt.Errorf("unknown command %q", cmd)
 	}
 }
+
+// helpText is usageText with the tier names filled in.
+func helpText() string { return fmt.Sprintf(usageText, strings.Join(tier.Names(), "|")) }
 
 func loadConfig(getenv func(string) string) (config.Config, error) {
 	return config.Load(getenv, envFile)

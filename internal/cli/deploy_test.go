@@ -1124,8 +1124,8 @@ func TestKubernetesManifests(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ConfigMap with a real Secret: %v", err)
 	}
-	if !cfg.Production() || cfg.Port != port || cfg.RedisURL == "" || !strings.HasPrefix(cfg.DatabaseURL, "postgres://") {
-		t.Errorf("loaded config: production %v, port %d, redis %q, database %q", cfg.Production(), cfg.Port, cfg.RedisURL, cfg.DatabaseURL)
+	if !cfg.Production() || cfg.Server.Port != port || cfg.Redis.URL == "" || !strings.HasPrefix(cfg.Database.URL, "postgres://") {
+		t.Errorf("loaded config: production %v, port %d, redis %q, database %q", cfg.Production(), cfg.Server.Port, cfg.Redis.URL, cfg.Database.URL)
 	}
 
 	// Service, PodDisruptionBudget and autoscaler find the pods.

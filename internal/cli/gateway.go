@@ -39,36 +39,36 @@ func newProvider(cfg config.Config, m *metrics.Metrics, tracing *telemetry.Traci
 	type upstream struct {
 		name, baseURL, key, variable string
 	}
-	ups := []upstream{{"openai", cfg.OpenAIBaseURL, cfg.OpenAIAPIKey, "OPENAI_BASE_URL"}}
-	for i, f := range cfg.UpstreamFallbacks {
+	ups := []upstream{{"openai", cfg.Upstream.BaseURL, cfg.Upstream.APIKey, "OPENAI_BASE_URL"}}
+	for i, f := range cfg.Upstream.Fallbacks {
 		ups = append(ups, upstream{fmt.Sprintf("fallback-%d", i+1), f.BaseURL, f.APIKey, "UPSTREAM_FALLBACKS"})
 	}
 	clients := make([]*llm.Client, 0, len(ups))
 	for _, u := range ups {
-		c, err := llm.NewClient(llm.Options{BaseURL: u.baseURL, APIKey: u.key, Timeout: cfg.UpstreamTimeout, Name: u.name,
+		c, err := llm.NewClient(llm.Options{BaseURL: u.baseURL, APIKey: u.key, Timeout: cfg.Upstream.Timeout, Name: u.name,
 			Transport: tracing.Transport(&metrics.Transport{Base: llm.NewTransport(), Upstream: u.name, Metrics: m})})
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", u.variable, err)
 		}
 		clients = append(clients, c)
 	}
-	retries := cfg.UpstreamRetries
+	retries := cfg.Upstream.Retries
 	if retries == 0 {
 		retries = -1 // RouterOptions reads 0 as "the default"
 	}
 	r, err := llm.NewRouter(clients, llm.RouterOptions{
-		Timeout:         cfg.UpstreamTimeout,
+		Timeout:         cfg.Upstream.Timeout,
 		Retries:         retries,
-		BreakerFailures: uint32(cfg.UpstreamBreakerFailures),
-		BreakerCooldown: cfg.UpstreamBreakerCooldown,
+		BreakerFailures: uint32(cfg.Upstream.BreakerFailures),
+		BreakerCooldown: cfg.Upstream.BreakerCooldown,
 		Logger:          logger,
 		OnRetry:         m.UpstreamRetry,
 	})
 	if err != nil {
 		return nil, err
 	}
-	logger.Info("model provider", "base_url", cfg.OpenAIBaseURL, "fallbacks", len(cfg.UpstreamFallbacks),
-		"retries", cfg.UpstreamRetries, "default_model", cfg.LLMModel)
+	logger.Info("model provider", "base_url", cfg.Upstream.BaseURL, "fallbacks", len(cfg.Upstream.Fallbacks),
+		"retries", cfg.Upstream.Retries, "default_model", cfg.Upstream.Model)
 	return r, nil
 }
 
@@ -80,7 +80,7 @@ func newBudget(cfg config.Config, rdb redis.UniversalClient) interface {
 	Status(ctx context.Context, userID string, limit int64) (budget.Status, error)
 } {
 	if rdb != nil {
-		return budget.NewRedis(rdb, cfg.RedisKeyPrefix+redisBudgetPrefix, nil)
+		return budget.NewRedis(rdb, cfg.Redis.KeyPrefix+redisBudgetPrefix, nil)
 	}
 	return budget.NewMemory(nil)
 }

@@ -22,7 +22,6 @@ import (
 	"github.com/agentapi/agentapi/internal/revocation"
 	"github.com/agentapi/agentapi/internal/store"
 	"github.com/agentapi/agentapi/internal/telemetry"
-	"github.com/agentapi/agentapi/internal/tier"
 	"github.com/agentapi/agentapi/internal/usage"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/trace"
@@ -57,14 +56,14 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
-	logger := newLogger(stdout, cfg.LogLevel)
+	logger := newLogger(stdout, cfg.Observability.LogLevel)
 	m := metrics.New()
 	tracing := telemetry.Disabled()
-	if cfg.OTLPEndpoint != "" {
-		if tracing, err = telemetry.NewOTLP(ctx, cfg.OTLPEndpoint, "agentapi", Version); err != nil {
+	if cfg.Observability.OTLPEndpoint != "" {
+		if tracing, err = telemetry.NewOTLP(ctx, cfg.Observability.OTLPEndpoint, "agentapi", Version); err != nil {
 			return fmt.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT: %w", err)
 		}
-		logger.Info("tracing enabled", "otlp_endpoint", cfg.OTLPEndpoint)
+		logger.Info("tracing enabled", "otlp_endpoint", cfg.Observability.OTLPEndpoint)
 	}
 	// Spans still buffered are sent before exit, after the server drained.
 	defer func() {
@@ -76,13 +75,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}()
 	logger.Info("starting", "version", Version, "config", cfg)
 	switch {
-	case cfg.SecretKeyGenerated:
+	case cfg.Auth.SecretKeyGenerated:
 		logger.Warn("SECRET_KEY is not set: using a random key for this process; tokens stop working on restart and differ between replicas")
-	case cfg.SecretKey == config.PlaceholderSecret || len(cfg.SecretKey) < config.MinSecretBytes:
+	case cfg.Auth.SecretKey == config.PlaceholderSecret || len(cfg.Auth.SecretKey) < config.MinSecretBytes:
 		logger.Warn("SECRET_KEY is weak (placeholder or shorter than 32 bytes); APP_ENV=production would refuse it")
 	}
 
-	st, err := store.Open(ctx, cfg.DatabaseURL)
+	st, err := store.Open(ctx, cfg.Database.URL)
 	if err != nil {
 		return fmt.Errorf("DATABASE_URL: %w", err)
 	}
@@ -100,21 +99,21 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		logger.Warn("development demo account is enabled: user@example.com with the demo password from the README (set DEMO_USER=false to disable; never created in production)")
 	}
 	deny := auth.NewDenyList(nil)
-	tokens, err := auth.NewTokens(auth.TokenOptions{Secret: cfg.SecretKey, PreviousSecret: cfg.SecretKeyPrevious, Algorithm: cfg.Algorithm,
-		TTL: cfg.AccessTokenTTL, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, DenyList: deny})
+	tokens, err := auth.NewTokens(auth.TokenOptions{Secret: cfg.Auth.SecretKey, PreviousSecret: cfg.Auth.SecretKeyPrevious, Algorithm: cfg.Auth.Algorithm,
+		TTL: cfg.Auth.AccessTokenTTL, Issuer: cfg.Auth.Issuer, Audience: cfg.Auth.Audience, DenyList: deny})
 	if err != nil {
 		return err
 	}
-	if cfg.SecretKeyPrevious != "" {
+	if cfg.Auth.SecretKeyPrevious != "" {
 		logger.Info("key rotation: tokens signed with SECRET_KEY_PREVIOUS still verify; unset it once ACCESS_TOKEN_EXPIRE_MINUTES have passed")
 	}
 
 	ready := []httpapi.ReadyCheck{{Name: "database", Check: st.Ping}}
 	var rdb redis.UniversalClient
-	if cfg.RedisURL != "" {
+	if cfg.Redis.URL != "" {
 		// The limiter's deadline (RATE_LIMIT_REDIS_TIMEOUT) may exceed the
 		// client's default read timeout, which would otherwise cut it short.
-		rdb, err = redisconn.Open(redisconn.Options{URL: cfg.RedisURL, IOTimeout: max(cfg.RateLimitRedisTimeout, cache.DefaultCallTimeout)})
+		rdb, err = redisconn.Open(redisconn.Options{URL: cfg.Redis.URL, IOTimeout: max(cfg.Redis.LimiterTimeout, cache.DefaultCallTimeout)})
 		if err != nil {
 			return fmt.Errorf("REDIS_URL: %w", err)
 		}
@@ -130,7 +129,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		// With RATE_LIMIT_ON_REDIS_ERROR=deny a replica without Redis only
 		// answers 503, so it should leave the load balancer; otherwise it
 		// serves on (local limits, no cache) and stays in.
-		ready = append(ready, httpapi.ReadyCheck{Name: "redis", Optional: cfg.RateLimitOnRedisError != "deny",
+		ready = append(ready, httpapi.ReadyCheck{Name: "redis", Optional: cfg.Redis.FailsOpen(),
 			Check: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }})
 	}
 
@@ -149,7 +148,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	go purgeResponses(bg, st, logger)
 	respCache, written, admit := newCache(cfg, rdb, lim, logger)
 	var tracer trace.Tracer
-	if cfg.OTLPEndpoint != "" {
+	if cfg.Observability.OTLPEndpoint != "" {
 		tracer = tracing.Tracer()
 		lim = telemetry.Limiter{Next: lim, Tracer: tracer}
 		if respCache != nil {
@@ -166,11 +165,6 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		admit.Direct = lim
 		admitter = admit
 	}
-	tiers, err := tierTable(cfg)
-	if err != nil {
-		return err
-	}
-
 	provider, err := newProvider(cfg, m, tracing, logger)
 	if err != nil {
 		return err
@@ -178,26 +172,26 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 
 	rec := usage.NewRecorder(st, logger, usage.Options{})
 	scope := gateway.ScopeUser
-	if cfg.CacheScope == "global" {
+	if cfg.Cache.Scope == "global" {
 		scope = gateway.ScopeGlobal
 	}
 	gw := gateway.New(gateway.Options{
 		Logger:   logger,
 		Provider: provider,
 		Admitter: admitter,
-		Tiers:    tiers,
+		Tiers:    cfg.Tiers,
 		Cache:    respCache, CacheScope: scope,
 		Usage: rec,
 		// Token budgets are a cost control: while their store is down
 		// calls go on, unless the operator chose deny for Redis trouble.
 		Budget:         newBudget(cfg, rdb),
-		BudgetFailOpen: cfg.RateLimitOnRedisError != "deny",
-		Models:         cfg.LLMModels,
-		DefaultModel:   cfg.LLMModel,
+		BudgetFailOpen: cfg.Redis.FailsOpen(),
+		Models:         cfg.Upstream.Models,
+		DefaultModel:   cfg.Upstream.Model,
 	})
 	// Closed (flushed) below once the last request is done; the deferred
 	// Close covers the early returns.
-	accessLog := httpapi.NewAccessLog(logger, m, cfg.AccessLogBatch)
+	accessLog := httpapi.NewAccessLog(logger, m, cfg.Observability.AccessLogBatch)
 	defer accessLog.Close()
 
 	handler, err := httpapi.NewHandler(httpapi.Deps{
@@ -207,7 +201,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Metrics:      m,
 		AccessLog:    accessLog,
 		Tracer:       tracer,
-		MetricsOnAPI: cfg.MetricsAddr == "",
+		MetricsOnAPI: cfg.Observability.MetricsAddr == "",
 		Users:        st,
 		Admin:        st,
 		Hasher:       hasher,
@@ -215,45 +209,45 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Gateway:      gw,
 		Limiter:      lim,
 		Ready:        ready,
-		CORSOrigins:  cfg.CORSOrigins,
-		MaxBodyBytes: cfg.MaxBodyBytes,
+		CORSOrigins:  cfg.Server.CORSOrigins,
+		MaxBodyBytes: cfg.Server.MaxBodyBytes,
 
 		APIKeys:            st,
 		UsageReports:       st,
-		StreamWriteTimeout: cfg.StreamWriteTimeout,
+		StreamWriteTimeout: cfg.Server.StreamWriteTimeout,
 
 		// Sessions: refresh tokens, logouts shared through Redis, and
 		// the login throttle (on the limiter above, so shared too).
 		Sessions:    st,
-		RefreshTTL:  cfg.RefreshTokenTTL,
+		RefreshTTL:  cfg.Auth.RefreshTokenTTL,
 		Revoker:     revoked,
-		LoginLimits: httpapi.LoginLimits{Attempts: cfg.LoginAttempts, TrustedProxies: cfg.TrustedProxies},
+		LoginLimits: httpapi.LoginLimits{Attempts: cfg.Auth.LoginAttempts, TrustedProxies: cfg.Auth.TrustedProxies},
 
 		// The Responses API keeps its responses in the same database.
 		Responses:              st,
-		ResponsesTTL:           cfg.ResponsesTTL,
-		ResponsesContextTokens: cfg.ResponsesContextTokens,
+		ResponsesTTL:           cfg.Responses.TTL,
+		ResponsesContextTokens: cfg.Responses.ContextTokens,
 	})
 	if err != nil {
 		return err
 	}
 	tracked := &inflight{}
-	srv := httpapi.NewServerWith(cfg.Addr(), tracked.wrap(handler), logger, httpapi.ServerOptions{ReadHeaderTimeout: cfg.ReadHeaderTimeout})
-	ln, err := net.Listen("tcp", cfg.Addr())
+	srv := httpapi.NewServerWith(cfg.Server.Addr(), tracked.wrap(handler), logger, httpapi.ServerOptions{ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout})
+	ln, err := net.Listen("tcp", cfg.Server.Addr())
 	if err != nil {
-		return fmt.Errorf("listen on %s (HOST/PORT): %w", cfg.Addr(), err)
+		return fmt.Errorf("listen on %s (HOST/PORT): %w", cfg.Server.Addr(), err)
 	}
 	logger.Info("listening", "addr", ln.Addr().String())
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 
-	if cfg.MetricsAddr != "" {
-		mln, err := net.Listen("tcp", cfg.MetricsAddr)
+	if cfg.Observability.MetricsAddr != "" {
+		mln, err := net.Listen("tcp", cfg.Observability.MetricsAddr)
 		if err != nil {
 			srv.Close()
 			rec.Close(context.Background())
-			return fmt.Errorf("listen on %s (METRICS_ADDR): %w", cfg.MetricsAddr, err)
+			return fmt.Errorf("listen on %s (METRICS_ADDR): %w", cfg.Observability.MetricsAddr, err)
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", httpapi.MetricsHandler(m, accessLog))
@@ -269,8 +263,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return fmt.Errorf("http server: %w", err)
 	case <-ctx.Done():
 	}
-	logger.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	logger.Info("shutting down", "timeout", cfg.Server.ShutdownTimeout.String())
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
 	defer cancel()
 	shutdownErr := srv.Shutdown(shutdownCtx)
 	if shutdownErr != nil {
@@ -309,7 +303,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 func newRevocations(ctx context.Context, cfg config.Config, rdb redis.UniversalClient, deny *auth.DenyList, logger *slog.Logger) (*revocation.List, error) {
 	o := revocation.Options{Logger: logger}
 	if rdb != nil {
-		o.Redis, o.Key, o.MaxTokenLifetime = rdb, cfg.RedisKeyPrefix+redisRevokedKey, cfg.AccessTokenTTL
+		o.Redis, o.Key, o.MaxTokenLifetime = rdb, cfg.Redis.KeyPrefix+redisRevokedKey, cfg.Auth.AccessTokenTTL
 	}
 	l, err := revocation.New(deny, o)
 	if err != nil {
@@ -372,16 +366,6 @@ func purgeResponses(ctx context.Context, st *store.Store, logger *slog.Logger) {
 	}
 }
 
-// tierTable is the tiers' settings from the configuration.
-func tierTable(cfg config.Config) (tier.Table, error) {
-	return tier.New(
-		tier.Tier{Name: tier.Free, RateLimit: ratelimit.Policy{Capacity: cfg.RateLimitFree, RefillPerSecond: cfg.RateLimitFreeRefill},
-			MaxTokens: cfg.MaxTokensFree, MaxBodyBytes: cfg.MaxBodyBytesFree, DailyTokens: cfg.TokenBudgetFree},
-		tier.Tier{Name: tier.Pro, RateLimit: ratelimit.Policy{Capacity: cfg.RateLimitPro, RefillPerSecond: cfg.RateLimitProRefill},
-			MaxTokens: cfg.MaxTokensPro, MaxBodyBytes: cfg.MaxBodyBytesPro, DailyTokens: cfg.TokenBudgetPro},
-	)
-}
-
 // newLimiter picks the in-process limiter, or the Redis one (shared by all
 // replicas) wrapped in the configured behaviour for when Redis fails.
 func newLimiter(cfg config.Config, rdb redis.UniversalClient, logger *slog.Logger, m *metrics.Metrics) (ratelimit.Limiter, error) {
@@ -389,11 +373,7 @@ func newLimiter(cfg config.Config, rdb redis.UniversalClient, logger *slog.Logge
 	if rdb == nil {
 		return mem, nil
 	}
-	mode, err := ratelimit.ParseFallbackMode(cfg.RateLimitOnRedisError)
-	if err != nil {
-		return nil, fmt.Errorf("RATE_LIMIT_ON_REDIS_ERROR: %w", err)
-	}
-	return ratelimit.NewFallback(ratelimit.NewRedis(rdb, cfg.RedisKeyPrefix+redisLimitPrefix), mem, ratelimit.FallbackOptions{Mode: mode, Logger: logger, OnFallback: m.LimiterFallback, SharedTimeout: cfg.RateLimitRedisTimeout})
+	return ratelimit.NewFallback(ratelimit.NewRedis(rdb, cfg.Redis.KeyPrefix+redisLimitPrefix), mem, ratelimit.FallbackOptions{Mode: cfg.Redis.OnError, Logger: logger, OnFallback: m.LimiterFallback, SharedTimeout: cfg.Redis.LimiterTimeout})
 }
 
 // newCache returns the response cache, nil (caching off) when CACHE_TTL is
@@ -403,21 +383,21 @@ func newLimiter(cfg config.Config, rdb redis.UniversalClient, logger *slog.Logge
 // lookup to Redis in one round trip.
 func newCache(cfg config.Config, rdb redis.UniversalClient, lim ratelimit.Limiter, logger *slog.Logger) (c cache.Store, written *cache.Background, admit *admission.Pipelined) {
 	switch {
-	case cfg.CacheTTL == 0:
+	case cfg.Cache.TTL == 0:
 		return nil, nil, nil
 	case rdb != nil:
-		shared := cache.NewRedis(rdb, cfg.RedisKeyPrefix+redisCachePrefix, cfg.CacheTTL, maxCacheEntryBytes)
+		shared := cache.NewRedis(rdb, cfg.Redis.KeyPrefix+redisCachePrefix, cfg.Cache.TTL, maxCacheEntryBytes)
 		written = cache.NewBackground(shared, 0, 0, logger)
 		if f, ok := lim.(*ratelimit.Fallback); ok {
 			// A user's entries live in the slot of the user's bucket, so
 			// on a Redis Cluster the decision and the lookup still go to
 			// one node in one round trip.
-			shared.PlaceNear(cfg.RedisKeyPrefix + redisLimitPrefix)
+			shared.PlaceNear(cfg.Redis.KeyPrefix + redisLimitPrefix)
 			admit = &admission.Pipelined{Limiter: f, Cache: shared}
 		}
 		return written, written, admit
 	default:
-		return cache.NewMemory(cfg.CacheMaxBytes, cfg.CacheTTL), nil, nil
+		return cache.NewMemory(cfg.Cache.MaxBytes, cfg.Cache.TTL), nil, nil
 	}
 }
 

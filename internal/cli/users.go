@@ -7,23 +7,16 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/agentapi/agentapi/internal/auth"
 	"github.com/agentapi/agentapi/internal/store"
+	"github.com/agentapi/agentapi/internal/tier"
 )
 
-var tiers = []string{"free", "pro"}
-
-func validTier(t string) bool {
-	for _, v := range tiers {
-		if t == v {
-			return true
-		}
-	}
-	return false
-}
+func validTier(t string) bool { return slices.Contains(tier.Names(), t) }
 
 // migrate applies the embedded migrations (store.Open does) and exits.
 func migrate(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
@@ -31,7 +24,7 @@ func migrate(ctx context.Context, getenv func(string) string, stdout io.Writer) 
 	if err != nil {
 		return err
 	}
-	st, err := store.Open(ctx, cfg.DatabaseURL)
+	st, err := store.Open(ctx, cfg.Database.URL)
 	if err != nil {
 		return err
 	}
@@ -47,7 +40,7 @@ func users(ctx context.Context, args []string, getenv func(string) string, stdin
 	sub, args := args[0], args[1:]
 	fs := flagSet("users "+sub, stdout)
 	email := fs.String("email", "", "the account's email")
-	tier := fs.String("tier", "", "free or pro")
+	tierName := fs.String("tier", "", strings.Join(tier.Names(), " or "))
 	var password *string
 	var passwordStdin, admin *bool
 	switch sub {
@@ -73,7 +66,7 @@ func users(ctx context.Context, args []string, getenv func(string) string, stdin
 	if err != nil {
 		return err
 	}
-	st, err := store.Open(ctx, cfg.DatabaseURL)
+	st, err := store.Open(ctx, cfg.Database.URL)
 	if err != nil {
 		return err
 	}
@@ -81,11 +74,11 @@ func users(ctx context.Context, args []string, getenv func(string) string, stdin
 
 	switch sub {
 	case "create":
-		if *tier == "" {
-			*tier = "free"
+		if *tierName == "" {
+			*tierName = tier.Free
 		}
-		if !validTier(*tier) {
-			return fmt.Errorf("--tier must be one of %s", strings.Join(tiers, ", "))
+		if !validTier(*tierName) {
+			return fmt.Errorf("--tier must be one of %s", strings.Join(tier.Names(), ", "))
 		}
 		pw := *password
 		if *passwordStdin {
@@ -110,7 +103,7 @@ func users(ctx context.Context, args []string, getenv func(string) string, stdin
 		if *admin {
 			role = "admin"
 		}
-		u, err := st.CreateUser(ctx, store.User{Email: addr, PasswordHash: hash, Tier: *tier, Role: role})
+		u, err := st.CreateUser(ctx, store.User{Email: addr, PasswordHash: hash, Tier: *tierName, Role: role})
 		if errors.Is(err, store.ErrConflict) {
 			return fmt.Errorf("%s is already registered", addr)
 		}
@@ -119,10 +112,10 @@ func users(ctx context.Context, args []string, getenv func(string) string, stdin
 		}
 		fmt.Fprintf(stdout, "created user %s (%s, tier %s, role %s)\n", u.Email, u.ID, u.Tier, u.Role)
 	case "set-tier":
-		if !validTier(*tier) {
-			return fmt.Errorf("--tier must be one of %s", strings.Join(tiers, ", "))
+		if !validTier(*tierName) {
+			return fmt.Errorf("--tier must be one of %s", strings.Join(tier.Names(), ", "))
 		}
-		u, err := st.SetTier(ctx, addr, *tier)
+		u, err := st.SetTier(ctx, addr, *tierName)
 		if errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("no user %s", addr)
 		}
@@ -141,14 +134,14 @@ func healthcheck(ctx context.Context, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
-	host := cfg.Host
+	host := cfg.Server.Host
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"
 	}
-	cfg.Host = host
+	cfg.Server.Host = host
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+cfg.Addr()+"/health", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+cfg.Server.Addr()+"/health", nil)
 	if err != nil {
 		return err
 	}

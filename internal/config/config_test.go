@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/agentapi/agentapi/internal/tier"
 )
 
 func env(m map[string]string) func(string) string {
@@ -27,42 +29,42 @@ func TestDefaults(t *testing.T) {
 	}{
 		{"AppName", c.AppName, "AI Agent API"},
 		{"Env", c.Env, EnvDevelopment},
-		{"Addr", c.Addr(), "0.0.0.0:8000"},
-		{"Algorithm", c.Algorithm, "HS256"},
-		{"AccessTokenTTL", c.AccessTokenTTL, 30 * time.Minute},
-		{"OpenAIBaseURL", c.OpenAIBaseURL, "https://api.openai.com/v1"},
-		{"RateLimitFree", c.RateLimitFree, int64(10)},
-		{"RateLimitPro", c.RateLimitPro, int64(1000)},
-		{"RateLimitFreeRefill", c.RateLimitFreeRefill, 1.0},
-		{"RateLimitProRefill", c.RateLimitProRefill, 10.0},
-		{"UpstreamTimeout", c.UpstreamTimeout, 60 * time.Second},
-		{"MaxBodyBytes", c.MaxBodyBytes, int64(1 << 20)},
-		{"MaxTokensFree", c.MaxTokensFree, int64(4096)},
-		{"MaxTokensPro", c.MaxTokensPro, int64(0)},
-		{"MaxBodyBytesFree", c.MaxBodyBytesFree, int64(512 << 10)},
-		{"MaxBodyBytesPro", c.MaxBodyBytesPro, int64(1 << 20)},
-		{"CacheTTL", c.CacheTTL, time.Hour},
-		{"CacheScope", c.CacheScope, "user"},
-		{"DatabaseURL", c.DatabaseURL, "agentapi.db"},
-		{"RedisURL", c.RedisURL, ""},
-		{"RedisKeyPrefix", c.RedisKeyPrefix, "agentapi:"},
-		{"CORSOrigins", len(c.CORSOrigins), 0},
-		{"LogLevel", c.LogLevel, slog.LevelInfo},
-		{"AccessLogBatch", c.AccessLogBatch, 5 * time.Millisecond},
+		{"Addr", c.Server.Addr(), "0.0.0.0:8000"},
+		{"Algorithm", c.Auth.Algorithm, "HS256"},
+		{"AccessTokenTTL", c.Auth.AccessTokenTTL, 30 * time.Minute},
+		{"OpenAIBaseURL", c.Upstream.BaseURL, "https://api.openai.com/v1"},
+		{"RateLimitFree", c.Tiers.For(tier.Free).RateLimit.Capacity, int64(10)},
+		{"RateLimitPro", c.Tiers.For(tier.Pro).RateLimit.Capacity, int64(1000)},
+		{"RateLimitFreeRefill", c.Tiers.For(tier.Free).RateLimit.RefillPerSecond, 1.0},
+		{"RateLimitProRefill", c.Tiers.For(tier.Pro).RateLimit.RefillPerSecond, 10.0},
+		{"UpstreamTimeout", c.Upstream.Timeout, 60 * time.Second},
+		{"MaxBodyBytes", c.Server.MaxBodyBytes, int64(1 << 20)},
+		{"MaxTokensFree", c.Tiers.For(tier.Free).MaxTokens, int64(4096)},
+		{"MaxTokensPro", c.Tiers.For(tier.Pro).MaxTokens, int64(0)},
+		{"MaxBodyBytesFree", c.Tiers.For(tier.Free).MaxBodyBytes, int64(512 << 10)},
+		{"MaxBodyBytesPro", c.Tiers.For(tier.Pro).MaxBodyBytes, int64(1 << 20)},
+		{"CacheTTL", c.Cache.TTL, time.Hour},
+		{"CacheScope", c.Cache.Scope, "user"},
+		{"DatabaseURL", c.Database.URL, "agentapi.db"},
+		{"RedisURL", c.Redis.URL, ""},
+		{"RedisKeyPrefix", c.Redis.KeyPrefix, "agentapi:"},
+		{"CORSOrigins", len(c.Server.CORSOrigins), 0},
+		{"LogLevel", c.Observability.LogLevel, slog.LevelInfo},
+		{"AccessLogBatch", c.Observability.AccessLogBatch, 5 * time.Millisecond},
 		{"DemoUser", c.DemoUser, true},
 		{"MockLLM", c.MockLLM(), true},
-		{"SecretKeyGenerated", c.SecretKeyGenerated, true},
+		{"SecretKeyGenerated", c.Auth.SecretKeyGenerated, true},
 	}
 	for _, ck := range checks {
 		if diff := cmp.Diff(ck.want, ck.got); diff != "" {
 			t.Errorf("%s (-want +got):\n%s", ck.name, diff)
 		}
 	}
-	if len(c.SecretKey) < MinSecretBytes {
-		t.Errorf("generated secret is %d bytes, want >= %d", len(c.SecretKey), MinSecretBytes)
+	if len(c.Auth.SecretKey) < MinSecretBytes {
+		t.Errorf("generated secret is %d bytes, want >= %d", len(c.Auth.SecretKey), MinSecretBytes)
 	}
 	c2, _ := Load(env(nil), "")
-	if c2.SecretKey == c.SecretKey {
+	if c2.Auth.SecretKey == c.Auth.SecretKey {
 		t.Error("two loads generated the same random secret")
 	}
 }
@@ -76,8 +78,8 @@ func TestEnvironmentWinsOverDotEnv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Port != 9002 || c.AppName != "From File" || c.LLMModel != "file-model" {
-		t.Fatalf("got port %d name %q model %q", c.Port, c.AppName, c.LLMModel)
+	if c.Server.Port != 9002 || c.AppName != "From File" || c.Upstream.Model != "file-model" {
+		t.Fatalf("got port %d name %q model %q", c.Server.Port, c.AppName, c.Upstream.Model)
 	}
 	if _, err := Load(env(nil), filepath.Join(dir, "missing.env")); err != nil {
 		t.Fatalf("a missing .env must be fine: %v", err)
@@ -96,13 +98,13 @@ func TestAllProblemsReportedAtOnce(t *testing.T) {
 		"CACHE_SCOPE":      "team",
 		"CORS_ORIGINS":     "https://ok.example, not a url",
 		"LOG_LEVEL":        "loud",
-		"DEBUG":            "maybe",
+		"DEMO_USER":        "maybe",
 		"ACCESS_LOG_BATCH": "2s",
 	}), "")
 	if err == nil {
 		t.Fatal("want an error")
 	}
-	for _, name := range []string{"PORT", "UPSTREAM_TIMEOUT", "ALGORITHM", "OPENAI_BASE_URL", "REDIS_URL", "RATE_LIMIT_FREE", "CACHE_SCOPE", "CORS_ORIGINS", "LOG_LEVEL", "DEBUG", "ACCESS_LOG_BATCH"} {
+	for _, name := range []string{"PORT", "UPSTREAM_TIMEOUT", "ALGORITHM", "OPENAI_BASE_URL", "REDIS_URL", "RATE_LIMIT_FREE", "CACHE_SCOPE", "CORS_ORIGINS", "LOG_LEVEL", "DEMO_USER", "ACCESS_LOG_BATCH"} {
 		if !strings.Contains(err.Error(), name+":") {
 			t.Errorf("error does not name %s:\n%v", name, err)
 		}
@@ -132,8 +134,8 @@ func TestProductionSafeguards(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if c.DemoUser || c.SecretKeyGenerated || c.MockLLM() {
-					t.Fatalf("production config has demo=%v generated=%v mock=%v", c.DemoUser, c.SecretKeyGenerated, c.MockLLM())
+				if c.DemoUser || c.Auth.SecretKeyGenerated || c.MockLLM() {
+					t.Fatalf("production config has demo=%v generated=%v mock=%v", c.DemoUser, c.Auth.SecretKeyGenerated, c.MockLLM())
 				}
 				return
 			}
@@ -162,8 +164,8 @@ func TestRedisSelection(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.RedisURL != tc.want {
-			t.Errorf("%v: RedisURL = %q, want %q", tc.env, c.RedisURL, tc.want)
+		if c.Redis.URL != tc.want {
+			t.Errorf("%v: RedisURL = %q, want %q", tc.env, c.Redis.URL, tc.want)
 		}
 	}
 }
@@ -174,8 +176,8 @@ func TestRedisKeyPrefix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.RedisKeyPrefix != "tenant-a:agentapi:" {
-		t.Errorf("RedisKeyPrefix = %q, want the trimmed value", c.RedisKeyPrefix)
+	if c.Redis.KeyPrefix != "tenant-a:agentapi:" {
+		t.Errorf("RedisKeyPrefix = %q, want the trimmed value", c.Redis.KeyPrefix)
 	}
 	for _, bad := range []string{"   ", "two words:", "tab\there:", "ctl\x01:", "bad\xffutf8:", strings.Repeat("p", 101)} {
 		_, err := Load(env(map[string]string{"REDIS_KEY_PREFIX": bad}), "")
@@ -216,8 +218,8 @@ func TestTierBodyCaps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.MaxBodyBytesFree != 100000 || c.MaxBodyBytesPro != 100000 {
-		t.Errorf("tier bounds %d, %d under MAX_BODY_BYTES=100000, want both 100000", c.MaxBodyBytesFree, c.MaxBodyBytesPro)
+	if c.Tiers.For(tier.Free).MaxBodyBytes != 100000 || c.Tiers.For(tier.Pro).MaxBodyBytes != 100000 {
+		t.Errorf("tier bounds %d, %d under MAX_BODY_BYTES=100000, want both 100000", c.Tiers.For(tier.Free).MaxBodyBytes, c.Tiers.For(tier.Pro).MaxBodyBytes)
 	}
 	// A tier bound set above it is a mistake, reported by name.
 	_, err = Load(env(map[string]string{"MAX_BODY_BYTES": "100000", "MAX_BODY_BYTES_PRO": "200000", "MAX_TOKENS_FREE": "-1"}), "")

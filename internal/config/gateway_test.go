@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/agentapi/agentapi/internal/tier"
 )
 
 func TestGatewayDefaults(t *testing.T) {
@@ -20,14 +22,14 @@ func TestGatewayDefaults(t *testing.T) {
 		name      string
 		got, want any
 	}{
-		{"LLMModels", len(c.LLMModels), 0},
-		{"UpstreamFallbacks", len(c.UpstreamFallbacks), 0},
-		{"UpstreamRetries", c.UpstreamRetries, 2},
-		{"UpstreamBreakerFailures", c.UpstreamBreakerFailures, 5},
-		{"UpstreamBreakerCooldown", c.UpstreamBreakerCooldown, 30 * time.Second},
-		{"StreamWriteTimeout", c.StreamWriteTimeout, 30 * time.Second},
-		{"TokenBudgetFree", c.TokenBudgetFree, int64(0)},
-		{"TokenBudgetPro", c.TokenBudgetPro, int64(0)},
+		{"LLMModels", len(c.Upstream.Models), 0},
+		{"UpstreamFallbacks", len(c.Upstream.Fallbacks), 0},
+		{"UpstreamRetries", c.Upstream.Retries, 2},
+		{"UpstreamBreakerFailures", c.Upstream.BreakerFailures, 5},
+		{"UpstreamBreakerCooldown", c.Upstream.BreakerCooldown, 30 * time.Second},
+		{"StreamWriteTimeout", c.Server.StreamWriteTimeout, 30 * time.Second},
+		{"TokenBudgetFree", c.Tiers.For(tier.Free).DailyTokens, int64(0)},
+		{"TokenBudgetPro", c.Tiers.For(tier.Pro).DailyTokens, int64(0)},
 	}
 	for _, ck := range checks {
 		if diff := cmp.Diff(ck.want, ck.got); diff != "" {
@@ -54,14 +56,14 @@ func TestGatewaySettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []Upstream{{BaseURL: "https://a.example/v1", APIKey: "sk-a-secret"}, {BaseURL: "http://localhost:11434/v1"}}
-	if diff := cmp.Diff(want, c.UpstreamFallbacks); diff != "" {
+	if diff := cmp.Diff(want, c.Upstream.Fallbacks); diff != "" {
 		t.Errorf("fallbacks (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]string{"gpt-a", "gpt-b"}, c.LLMModels); diff != "" {
+	if diff := cmp.Diff([]string{"gpt-a", "gpt-b"}, c.Upstream.Models); diff != "" {
 		t.Errorf("models (-want +got):\n%s", diff)
 	}
-	if c.UpstreamRetries != 0 || c.UpstreamBreakerFailures != 3 || c.UpstreamBreakerCooldown != 5*time.Second ||
-		c.StreamWriteTimeout != 2*time.Second || c.TokenBudgetFree != 100000 || c.TokenBudgetPro != 0 {
+	if c.Upstream.Retries != 0 || c.Upstream.BreakerFailures != 3 || c.Upstream.BreakerCooldown != 5*time.Second ||
+		c.Server.StreamWriteTimeout != 2*time.Second || c.Tiers.For(tier.Free).DailyTokens != 100000 || c.Tiers.For(tier.Pro).DailyTokens != 0 {
 		t.Errorf("config %+v", c)
 	}
 	var buf bytes.Buffer

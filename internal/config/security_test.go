@@ -13,10 +13,10 @@ func TestSecuritySettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.RefreshTokenTTL != 14*24*time.Hour || c.LoginAttempts != 5 || c.ReadHeaderTimeout != 10*time.Second ||
-		c.TrustedProxies != nil || c.SecretKeyPrevious != "" {
+	if c.Auth.RefreshTokenTTL != 14*24*time.Hour || c.Auth.LoginAttempts != 5 || c.Server.ReadHeaderTimeout != 10*time.Second ||
+		c.Auth.TrustedProxies != nil || c.Auth.SecretKeyPrevious != "" {
 		t.Fatalf("defaults: refresh %v, attempts %d, header timeout %v, proxies %v, previous %q",
-			c.RefreshTokenTTL, c.LoginAttempts, c.ReadHeaderTimeout, c.TrustedProxies, c.SecretKeyPrevious)
+			c.Auth.RefreshTokenTTL, c.Auth.LoginAttempts, c.Server.ReadHeaderTimeout, c.Auth.TrustedProxies, c.Auth.SecretKeyPrevious)
 	}
 	c, err = Load(env(map[string]string{
 		"SECRET_KEY": "new-new-new-new-new-new-new-new-new", "SECRET_KEY_PREVIOUS": "old-old-old-old-old-old-old-old-old",
@@ -27,8 +27,8 @@ func TestSecuritySettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.7/32"), netip.MustParsePrefix("fd00::/8")}
-	if c.RefreshTokenTTL != 30*24*time.Hour || c.LoginAttempts != 3 || c.ReadHeaderTimeout != 250*time.Millisecond ||
-		len(c.TrustedProxies) != 3 || c.TrustedProxies[0] != want[0] || c.TrustedProxies[1] != want[1] || c.TrustedProxies[2] != want[2] {
+	if c.Auth.RefreshTokenTTL != 30*24*time.Hour || c.Auth.LoginAttempts != 3 || c.Server.ReadHeaderTimeout != 250*time.Millisecond ||
+		len(c.Auth.TrustedProxies) != 3 || c.Auth.TrustedProxies[0] != want[0] || c.Auth.TrustedProxies[1] != want[1] || c.Auth.TrustedProxies[2] != want[2] {
 		t.Fatalf("set: %+v", c)
 	}
 	if s := c.LogValue().String(); strings.Contains(s, "old-old") {

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"time"
 
+	"github.com/gofrs/flock"
 	"github.com/pressly/goose/v3"
 )
 
@@ -26,11 +27,17 @@ func (s *Store) migrate(ctx context.Context) error {
 		return fmt.Errorf("store: migrate: %w", err)
 	}
 
-	if s.dialect == DialectPostgres {
-		unlock, err := lockMigrations(ctx, s.write)
-		if err != nil {
-			return fmt.Errorf("store: migrate %s: %w", s.dialect, err)
-		}
+	var unlock func()
+	switch {
+	case s.dialect == DialectPostgres:
+		unlock, err = lockMigrations(ctx, s.write)
+	case s.sqliteFile != "":
+		unlock, err = lockSQLiteMigrations(ctx, s.sqliteFile)
+	}
+	if err != nil {
+		return fmt.Errorf("store: migrate %s: %w", s.dialect, err)
+	}
+	if unlock != nil {
 		defer unlock()
 	}
 	if _, err := p.Up(ctx); err != nil {
@@ -104,4 +111,31 @@ func lockMigrations(ctx context.Context, db *sql.DB) (unlock func(), err error) 
 func discard(conn *sql.Conn) {
 	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
 	conn.Close()
+}
+
+// sqliteLockRetry is how often a process waiting for another's SQLite
+// migration tries the lock again.
+const sqliteLockRetry = 20 * time.Millisecond
+
+// lockSQLiteMigrations holds an exclusive lock on the file
+// <database>.migrate-lock until the returned function is called: SQLite's
+// counterpart of lockMigrations. SQLite's own locks cover one transaction,
+// and goose applies each migration in its own, after reading the version
+// in another; two processes starting on a fresh file would both read
+// "nothing applied" and the second would fail on CREATE TABLE. The lock is
+// an operating-system file lock (flock on Unix, LockFileEx on Windows),
+// which the system drops if the process dies, so a crash cannot leave it
+// held. The lock file is left in place: removing it could let a third
+// process lock a new file while a second still holds the old one.
+func lockSQLiteMigrations(ctx context.Context, dbFile string) (unlock func(), err error) {
+	l := flock.New(dbFile+".migrate-lock", flock.SetPermissions(0o600))
+	ok, err := l.TryLockContext(ctx, sqliteLockRetry)
+	if err != nil || !ok {
+		l.Close()
+		if err == nil {
+			err = ctx.Err()
+		}
+		return nil, fmt.Errorf("acquire migration lock %s: %w", l.Path(), err)
+	}
+	return func() { l.Close() }, nil
 }

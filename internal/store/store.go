@@ -89,6 +89,9 @@ type Store struct {
 	// read carries queries. For a SQLite file it is a separate, query-only
 	// pool, since WAL lets readers proceed while a write is in progress.
 	read *sql.DB
+	// sqliteFile is the SQLite database file, "" for PostgreSQL and for an
+	// in-memory database; migrations lock a file beside it.
+	sqliteFile string
 	// insertUsageFull is the INSERT of a full chunk of usage rows, built on
 	// first use.
 	insertUsageOnce sync.Once
@@ -104,8 +107,10 @@ type Store struct {
 // sqlite:// or sqlite:, or a SQLite file: URI. An empty URL means
 // DefaultSQLitePath in the working directory.
 //
-// Several processes may Open the same PostgreSQL database at once; migration
-// is serialised by an advisory lock, so exactly one of them applies it.
+// Several processes may Open the same database at once; migration is
+// serialised (by an advisory lock on PostgreSQL, by a lock on the file
+// <database>.migrate-lock beside a SQLite file), so exactly one of them
+// applies it and the others find nothing left to do.
 func Open(ctx context.Context, databaseURL string) (*Store, error) {
 	var (
 		s   *Store
@@ -190,7 +195,21 @@ func openSQLite(databaseURL string) (*Store, error) {
 	n := max(4, runtime.GOMAXPROCS(0))
 	read.SetMaxOpenConns(n)
 	read.SetMaxIdleConns(n)
-	return &Store{dialect: DialectSQLite, opTimeout: OpTimeout, write: write, read: read}, nil
+	return &Store{dialect: DialectSQLite, opTimeout: OpTimeout, write: write, read: read, sqliteFile: sqliteFileName(path)}, nil
+}
+
+// sqliteFileName is the file a SQLite path opens: a file: URI without its
+// scheme and query, or the path itself.
+func sqliteFileName(path string) string {
+	if rest, ok := strings.CutPrefix(path, "file:"); ok {
+		rest, _, _ = strings.Cut(rest, "?")
+		// file:///abs.db and file:/abs.db both name /abs.db.
+		if strings.HasPrefix(rest, "//") {
+			rest = strings.TrimPrefix(rest, "//")
+		}
+		return rest
+	}
+	return path
 }
 
 // sqlitePath turns the accepted spellings of a SQLite database into the name

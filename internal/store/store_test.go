@@ -959,3 +959,33 @@ func TestOpenSQLiteURLForms(t *testing.T) {
 		}
 	}
 }
+
+// TestSQLiteConcurrentOpen is TestPostgresConcurrentOpen on a SQLite file:
+// servers (or `agentapi migrate` beside a server) starting together on a
+// fresh file must each come up, the later ones finding nothing to do.
+func TestSQLiteConcurrentOpen(t *testing.T) {
+	t.Parallel()
+	t.Run("FreshFile", func(t *testing.T) {
+		t.Parallel()
+		testConcurrentOpen(t, "sqlite://"+filepath.Join(t.TempDir(), "fresh.db"))
+	})
+	t.Run("PendingMigrations", func(t *testing.T) {
+		t.Parallel()
+		url := "sqlite://" + filepath.Join(t.TempDir(), "pending.db")
+		s, err := Open(t.Context(), url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := s.migrationProvider()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.DownTo(t.Context(), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		testConcurrentOpen(t, url)
+	})
+}

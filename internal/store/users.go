@@ -9,11 +9,14 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/agentapi/agentapi/internal/tier"
 )
 
-// Defaults applied by CreateUser to fields left empty.
+// Defaults applied by CreateUser to fields left empty: a new account gets
+// the least privileged tier.
 const (
-	DefaultTier = "free"
+	DefaultTier = tier.Free
 	DefaultRole = "user"
 )
 
