@@ -212,7 +212,7 @@ func buildOpenAPI(title, version string, ops []operation) ([]byte, error) {
 		"info": map[string]any{
 			"title":       title,
 			"version":     version,
-			"description": "AI Agent API: accounts, JWT and API-key authentication, per-user rate limits, response cache, usage accounting and an OpenAI-compatible surface. Errors outside /v1 are `{\"error\": <message or object>, \"path\": <request path>}` (5xx add request_id). A web console for people is at /console/.",
+			"description": "AI Agent API: accounts, JWT and API-key authentication, per-user rate limits, response cache, usage accounting and an OpenAI-compatible surface. Errors outside /v1 are a JSON object whose \"error\" is a message or an object and whose \"path\" is the request path; a 5xx adds \"request_id\". Errors on /v1 are OpenAI-shaped. A web console for people is at /console/.",
 		},
 		"paths": paths,
 		"components": map[string]any{
