@@ -5,7 +5,7 @@
 #
 #   docker build --build-arg VERSION=$(git describe --tags --always) -t agentapi .
 #
-# internal/cli/deploy_test.go builds the binary with the same flags as the
+# internal/systemtest/deploy_test.go builds the binary with the same flags as the
 # build stage below and checks that it is static, that the version is stamped,
 # and that the server runs on a read-only root filesystem; keep the two in step.
 

@@ -33,6 +33,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/agentapi/agentapi/internal/testkit/fakeopenai"
 )
 
 func main() {
@@ -194,8 +196,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer up.close()
-	proxyURL, closeProxy, err := newProxy(up.url)
+	defer up.Close()
+	proxyURL, closeProxy, err := newProxy(up.URL + "/v1")
 	if err != nil {
 		return err
 	}
@@ -223,14 +225,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	}()
-	gw, err := startGateway(ctx, gatewayOptions{name: "inproc", dir: dir, upstream: up.url})
+	gw, err := startGateway(ctx, gatewayOptions{name: "inproc", dir: dir, upstream: up.URL + "/v1"})
 	if err != nil {
 		return err
 	}
 	gateways = append(gateways, gw)
 	var gwRedis *gateway
 	if o.redisURL != "" {
-		gwRedis, err = startGateway(ctx, gatewayOptions{name: "redis", dir: dir, upstream: up.url, redisURL: o.redisURL})
+		gwRedis, err = startGateway(ctx, gatewayOptions{name: "redis", dir: dir, upstream: up.URL + "/v1", redisURL: o.redisURL})
 		if err != nil {
 			return err
 		}
@@ -330,8 +332,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if len(streaming) > 0 {
-		up.chunks.Store(int64(o.streamChunks))
-		up.interval.Store(int64(o.chunkInterval))
+		up.SetChunks(o.streamChunks)
+		up.SetInterval(o.chunkInterval)
 		for r := range o.rounds {
 			progress("round %d/%d: streams, %d/s", r+1, o.rounds, o.streamRate)
 			for _, t := range rotate(streaming, r) {
@@ -345,8 +347,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 		}
 		if o.concurrentStreams > 0 {
-			up.chunks.Store(int64(o.concurrentChunks))
-			up.interval.Store(int64(o.concurrentInterval))
+			up.SetChunks(o.concurrentChunks)
+			up.SetInterval(o.concurrentInterval)
 			for _, t := range streaming {
 				progress("%d concurrent streams: %s", o.concurrentStreams, t.id)
 				settle()
@@ -372,7 +374,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 // buildTargets lists every target this build of the gateway supports.
-func buildTargets(o options, up *upstream, proxyURL string, gw, gwRedis *gateway) ([]*target, []string, error) {
+func buildTargets(o options, up *fakeopenai.Server, proxyURL string, gw, gwRedis *gateway) ([]*target, []string, error) {
 	jsonHeader := http.Header{"Content-Type": {"application/json"}}
 	bearer := func(g *gateway) http.Header {
 		return http.Header{"Content-Type": {"application/json"}, "Authorization": {"Bearer " + g.token}}
@@ -382,7 +384,7 @@ func buildTargets(o options, up *upstream, proxyURL string, gw, gwRedis *gateway
 	}
 	pool := uint64(o.cachePool)
 	ts := []*target{
-		{id: "direct", about: "the fake upstream itself, no hop (the reference)", url: up.url + "/chat/completions",
+		{id: "direct", about: "the fake upstream itself, no hop (the reference)", url: up.URL + "/v1/chat/completions",
 			header: jsonHeader, body: openAIBody(false), check: checkChatCompletion},
 		{id: "proxy", about: "bare httputil.ReverseProxy to the upstream (the floor)", url: proxyURL + "/v1/chat/completions",
 			header: jsonHeader, body: openAIBody(false), check: checkChatCompletion},
@@ -431,7 +433,7 @@ func buildTargets(o options, up *upstream, proxyURL string, gw, gwRedis *gateway
 		notes = append(notes, "this build has no POST /v1/responses: the responses targets were skipped")
 	}
 	ts = append(ts,
-		&target{id: "direct-stream", about: "streamed answer straight from the upstream", url: up.url + "/chat/completions",
+		&target{id: "direct-stream", about: "streamed answer straight from the upstream", url: up.URL + "/v1/chat/completions",
 			header: jsonHeader, body: openAIBody(true), check: checkStream, stream: true},
 		&target{id: "proxy-stream", about: "streamed answer through the bare reverse proxy", url: proxyURL + "/v1/chat/completions",
 			header: jsonHeader, body: openAIBody(true), check: checkStream, stream: true})

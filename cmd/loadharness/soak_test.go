@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agentapi/agentapi/internal/testkit/fakeopenai"
 )
 
 // smokeSoakArgs is a soak of a few seconds with every upstream fault: the
@@ -121,35 +123,35 @@ func TestClassify(t *testing.T) {
 	tests := []struct {
 		name   string
 		kind   string
-		fault  faultKind
+		fault  fakeopenai.Fault
 		o      outcome
 		want   class
 		reason string
 	}{
-		{"healthy answer", "v1", faultNone, outcome{status: 200, body: completion}, classOK, ""},
-		{"injected 500 as 502", "v1", fault500, outcome{status: 502, body: v1Err}, classFault, ""},
-		{"unexplained 502", "v1", faultNone, outcome{status: 502, body: v1Err}, classUnexpected, "unexplained 502 (wanted 200)"},
-		{"500 nobody injected", "chat", faultNone, outcome{status: 500, body: chatErr}, classUnexpected, "unexplained 500 (wanted 200)"},
-		{"injected 500 answered 504", "chat", fault500, outcome{status: 504, body: chatErr}, classUnexpected, "unexplained 504 (wanted 502)"},
-		{"200 that is not a completion", "v1", faultNone, outcome{status: 200, body: []byte(`{}`)}, classUnexpected, "malformed 200 body"},
-		{"upstream 429 without Retry-After", "v1", fault429, outcome{status: 503, body: v1Err}, classUnexpected, "503 without Retry-After"},
-		{"upstream 429 as 503", "v1", fault429, outcome{status: 503, body: v1Err, header: retry}, classFault, ""},
-		{"tiny tier limited", "tiny-tier", faultNone, outcome{status: 429, body: limited, header: retry}, classProvoked, ""},
-		{"tiny tier 429 without Retry-After", "tiny-tier", faultNone, outcome{status: 429, body: limited}, classUnexpected, "429 without Retry-After"},
-		{"bad input refused", "bad-json", faultNone, outcome{status: 400, body: []byte(`{"error":{"message":"bad","type":"invalid_request_error"}}`)}, classProvoked, ""},
-		{"bad input accepted", "bad-json", faultNone, outcome{status: 200, body: completion}, classUnexpected, "status 200 (wanted 400)"},
-		{"transport error", "quota", faultNone, outcome{err: io.ErrUnexpectedEOF}, classUnexpected, "transport error: connection closed"},
-		{"stream complete", "v1-stream", faultNone, outcome{status: 200, events: 3, done: true}, classOK, ""},
-		{"stream stalled", "v1-stream", faultNone, outcome{status: 200, events: 3, stalled: true}, classUnexpected, "stream stalled (no event within the stall threshold)"},
-		{"stream without its end", "chat-stream", faultNone, outcome{status: 200, events: 3}, classUnexpected, "stream ended without its closing event"},
-		{"cut stream with error event", "chat-stream", faultCut, outcome{status: 200, events: 3, errEvent: true}, classFault, ""},
-		{"cut stream that ended normally", "v1-stream", faultCut, outcome{status: 200, events: 3, done: true}, classUnexpected, "stream cut by the upstream did not end with the error event"},
-		{"error event on a healthy stream", "v1-stream", faultNone, outcome{status: 200, events: 3, errEvent: true}, classUnexpected, "stream ended with an error event"},
-		{"slow stream completes", "v1-stream", faultSlow, outcome{status: 200, events: 6, done: true, maxGap: 300 * time.Millisecond}, classFault, ""},
-		{"client left", "v1-leave", faultNone, outcome{status: 200, events: 2, left: true}, classLeft, ""},
-		{"504 while the process was starved", "v1", faultNone, outcome{status: 504, body: v1Err, starved: true}, classStarved, ""},
-		{"stream stalled while the process was starved", "chat-stream", faultNone, outcome{status: 200, events: 1, stalled: true, starved: true}, classStarved, ""},
-		{"502 is not excused by starvation", "v1", faultNone, outcome{status: 502, body: v1Err, starved: true}, classUnexpected, "unexplained 502 (wanted 200)"},
+		{"healthy answer", "v1", fakeopenai.None, outcome{status: 200, body: completion}, classOK, ""},
+		{"injected 500 as 502", "v1", fakeopenai.Status500, outcome{status: 502, body: v1Err}, classFault, ""},
+		{"unexplained 502", "v1", fakeopenai.None, outcome{status: 502, body: v1Err}, classUnexpected, "unexplained 502 (wanted 200)"},
+		{"500 nobody injected", "chat", fakeopenai.None, outcome{status: 500, body: chatErr}, classUnexpected, "unexplained 500 (wanted 200)"},
+		{"injected 500 answered 504", "chat", fakeopenai.Status500, outcome{status: 504, body: chatErr}, classUnexpected, "unexplained 504 (wanted 502)"},
+		{"200 that is not a completion", "v1", fakeopenai.None, outcome{status: 200, body: []byte(`{}`)}, classUnexpected, "malformed 200 body"},
+		{"upstream 429 without Retry-After", "v1", fakeopenai.Status429, outcome{status: 503, body: v1Err}, classUnexpected, "503 without Retry-After"},
+		{"upstream 429 as 503", "v1", fakeopenai.Status429, outcome{status: 503, body: v1Err, header: retry}, classFault, ""},
+		{"tiny tier limited", "tiny-tier", fakeopenai.None, outcome{status: 429, body: limited, header: retry}, classProvoked, ""},
+		{"tiny tier 429 without Retry-After", "tiny-tier", fakeopenai.None, outcome{status: 429, body: limited}, classUnexpected, "429 without Retry-After"},
+		{"bad input refused", "bad-json", fakeopenai.None, outcome{status: 400, body: []byte(`{"error":{"message":"bad","type":"invalid_request_error"}}`)}, classProvoked, ""},
+		{"bad input accepted", "bad-json", fakeopenai.None, outcome{status: 200, body: completion}, classUnexpected, "status 200 (wanted 400)"},
+		{"transport error", "quota", fakeopenai.None, outcome{err: io.ErrUnexpectedEOF}, classUnexpected, "transport error: connection closed"},
+		{"stream complete", "v1-stream", fakeopenai.None, outcome{status: 200, events: 3, done: true}, classOK, ""},
+		{"stream stalled", "v1-stream", fakeopenai.None, outcome{status: 200, events: 3, stalled: true}, classUnexpected, "stream stalled (no event within the stall threshold)"},
+		{"stream without its end", "chat-stream", fakeopenai.None, outcome{status: 200, events: 3}, classUnexpected, "stream ended without its closing event"},
+		{"cut stream with error event", "chat-stream", fakeopenai.Cut, outcome{status: 200, events: 3, errEvent: true}, classFault, ""},
+		{"cut stream that ended normally", "v1-stream", fakeopenai.Cut, outcome{status: 200, events: 3, done: true}, classUnexpected, "stream cut by the upstream did not end with the error event"},
+		{"error event on a healthy stream", "v1-stream", fakeopenai.None, outcome{status: 200, events: 3, errEvent: true}, classUnexpected, "stream ended with an error event"},
+		{"slow stream completes", "v1-stream", fakeopenai.Slow, outcome{status: 200, events: 6, done: true, maxGap: 300 * time.Millisecond}, classFault, ""},
+		{"client left", "v1-leave", fakeopenai.None, outcome{status: 200, events: 2, left: true}, classLeft, ""},
+		{"504 while the process was starved", "v1", fakeopenai.None, outcome{status: 504, body: v1Err, starved: true}, classStarved, ""},
+		{"stream stalled while the process was starved", "chat-stream", fakeopenai.None, outcome{status: 200, events: 1, stalled: true, starved: true}, classStarved, ""},
+		{"502 is not excused by starvation", "v1", fakeopenai.None, outcome{status: 502, body: v1Err, starved: true}, classUnexpected, "unexplained 502 (wanted 200)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -162,18 +164,6 @@ func TestClassify(t *testing.T) {
 				t.Errorf("classify = %s, %q; want %s, %q", classNames[got], reason, classNames[tt.want], tt.reason)
 			}
 		})
-	}
-}
-
-func TestFaultIn(t *testing.T) {
-	for f := faultNone; f < numFaults; f++ {
-		body := []byte(`{"messages":[{"content":"hello ` + f.marker() + ` there"}]}`)
-		if f == faultNone {
-			body = []byte(`{"messages":[{"content":"hello [fault:nonsense] there"}]}`)
-		}
-		if got := faultIn(body); got != f {
-			t.Errorf("faultIn(%s) = %s, want %s", body, got, f)
-		}
 	}
 }
 

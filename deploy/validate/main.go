@@ -1,5 +1,5 @@
 // Command validate checks the deployment files against the real schemas, which
-// the repository's own tests (internal/cli/deploy_test.go) cannot import
+// the repository's own tests (internal/systemtest/deploy_test.go) cannot import
 // without adding Kubernetes and Compose to the server's dependencies:
 //
 //   - every manifest in deploy/kubernetes decodes strictly into its

@@ -1,13 +1,13 @@
 package admission
 
 import (
-	"net"
 	"testing"
 	"time"
 
 	"github.com/agentapi/agentapi/internal/cache"
 	"github.com/agentapi/agentapi/internal/ratelimit"
 	"github.com/agentapi/agentapi/internal/redistest"
+	"github.com/agentapi/agentapi/internal/testkit"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -77,13 +77,7 @@ func TestPipelinedAfterScriptFlush(t *testing.T) {
 // know Redis is down, they skip it without waiting.
 func TestPipelinedRedisDown(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close() // nothing listens there now
-	client := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second})
+	client := redis.NewClient(&redis.Options{Addr: testkit.ClosedAddr(t), MaxRetries: -1, DialTimeout: time.Second})
 	t.Cleanup(func() { client.Close() })
 	a, _ := newPipelined(t, client)
 	ctx := t.Context()

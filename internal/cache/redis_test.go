@@ -4,13 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/agentapi/agentapi/internal/redisconn"
 	"github.com/agentapi/agentapi/internal/redistest"
+	"github.com/agentapi/agentapi/internal/testkit"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -78,13 +77,7 @@ func TestRedisSetMany(t *testing.T) {
 // unreachableRedis is a client for a loopback port nothing listens on.
 func unreachableRedis(t *testing.T) redis.UniversalClient {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	client, err := redisconn.Open(redisconn.Options{Addr: addr})
+	client, err := redisconn.Open(redisconn.Options{Addr: testkit.ClosedAddr(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,23 +106,8 @@ func TestRedisUnreachable(t *testing.T) {
 // own 10s socket timeouts would.
 func TestRedisHungServerBounded(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			conn, err := l.Accept()
-			if err != nil {
-				return
-			}
-			// Read and discard, never answer, like a frozen server.
-			go func() { io.Copy(io.Discard, conn); conn.Close() }()
-		}
-	}()
 	client := redis.NewClient(&redis.Options{
-		Addr: l.Addr().String(), DialTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second,
+		Addr: testkit.SilentListener(t), DialTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second,
 		WriteTimeout: 10 * time.Second, ContextTimeoutEnabled: true, MaxRetries: -1,
 	})
 	t.Cleanup(func() { client.Close() })

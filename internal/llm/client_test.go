@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentapi/agentapi/internal/testkit"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -61,17 +62,6 @@ func signal(ch chan struct{}) {
 	select {
 	case ch <- struct{}{}:
 	default:
-	}
-}
-
-// waitFor fails the test if ch does not fire. The bound is a liveness
-// guard, far above the expected time, not a speed assertion.
-func waitFor(t *testing.T, ch <-chan struct{}, what string) {
-	t.Helper()
-	select {
-	case <-ch:
-	case <-time.After(5 * time.Second):
-		t.Fatalf("%s did not happen", what)
 	}
 }
 
@@ -305,14 +295,7 @@ func TestRedirectIsNotFollowed(t *testing.T) {
 
 func TestConnectionRefused(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close() // nothing listens there any more
-
-	c, err := NewClient(Options{BaseURL: "http://" + addr + "/v1", APIKey: testKey, Timeout: 2 * time.Second})
+	c, err := NewClient(Options{BaseURL: "http://" + testkit.ClosedAddr(t) + "/v1", APIKey: testKey, Timeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,7 +367,7 @@ func TestFirstByteTimeout(t *testing.T) {
 	if errors.Is(err, context.Canceled) {
 		t.Errorf("a timeout must not look like the caller leaving: %v", err)
 	}
-	waitFor(t, cancelled, "upstream seeing its request cancelled")
+	testkit.Await(t, cancelled, 5*time.Second, "upstream seeing its request cancelled")
 }
 
 func TestStalledBodyTimesOut(t *testing.T) {
@@ -407,7 +390,7 @@ func TestStalledBodyTimesOut(t *testing.T) {
 	if !errors.Is(err, ErrUpstreamTimeout) || !errors.As(err, &ue) || ue.Status != 200 {
 		t.Fatalf("err = %v, want ErrUpstreamTimeout with status 200", err)
 	}
-	waitFor(t, cancelled, "upstream seeing its request cancelled")
+	testkit.Await(t, cancelled, 5*time.Second, "upstream seeing its request cancelled")
 }
 
 func TestStreamFirstByteTimeout(t *testing.T) {
@@ -420,7 +403,7 @@ func TestStreamFirstByteTimeout(t *testing.T) {
 	if !errors.Is(err, ErrUpstreamTimeout) {
 		t.Fatalf("err = %v, want ErrUpstreamTimeout", err)
 	}
-	waitFor(t, cancelled, "upstream seeing its request cancelled")
+	testkit.Await(t, cancelled, 5*time.Second, "upstream seeing its request cancelled")
 }
 
 func TestCallerCancelStopsUpstream(t *testing.T) {
@@ -442,7 +425,7 @@ func TestCallerCancelStopsUpstream(t *testing.T) {
 	if errors.As(err, &ue) || errors.Is(err, ErrUpstreamTimeout) {
 		t.Errorf("caller cancellation reported as an upstream failure: %v", err)
 	}
-	waitFor(t, cancelled, "upstream seeing its request cancelled")
+	testkit.Await(t, cancelled, 5*time.Second, "upstream seeing its request cancelled")
 }
 
 func TestAlreadyCancelledContextSendsNothing(t *testing.T) {
@@ -616,7 +599,7 @@ func TestStreamCallerCancelMidway(t *testing.T) {
 	if errors.Is(err, ErrUpstreamUnavailable) {
 		t.Errorf("caller cancellation blamed on the upstream: %v", err)
 	}
-	waitFor(t, cancelled, "upstream seeing its request cancelled")
+	testkit.Await(t, cancelled, 5*time.Second, "upstream seeing its request cancelled")
 }
 
 func TestStreamCloseCancelsUnfinishedUpstream(t *testing.T) {
@@ -641,7 +624,7 @@ func TestStreamCloseCancelsUnfinishedUpstream(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	waitFor(t, cancelled, "upstream seeing its request cancelled")
+	testkit.Await(t, cancelled, 5*time.Second, "upstream seeing its request cancelled")
 	if _, err := s.Next(); err == nil || err == io.EOF {
 		t.Errorf("Next after Close = %v, want an error", err)
 	}
@@ -801,13 +784,7 @@ func TestAPIKeyNeverInErrors(t *testing.T) {
 
 func TestConnectionRefusedErrorHasNoKey(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	c, err := NewClient(Options{BaseURL: "http://" + addr + "/v1", APIKey: testKey})
+	c, err := NewClient(Options{BaseURL: "http://" + testkit.ClosedAddr(t) + "/v1", APIKey: testKey})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/agentapi/agentapi/internal/testkit"
 )
 
 var _ provider = (*Router)(nil)
@@ -235,7 +237,7 @@ func TestRouterHangSpendsBudgetAndCancelsUpstream(t *testing.T) {
 	if !errors.Is(err, ErrUpstreamTimeout) {
 		t.Fatalf("err = %v, want a timeout", err)
 	}
-	waitFor(t, cancelled, "cancellation of the hung call")
+	testkit.Await(t, cancelled, 5*time.Second, "cancellation of the hung call")
 	if n := up.calls.Load(); n != 1 {
 		t.Errorf("%d calls, want 1 (a timeout is not retried)", n)
 	}

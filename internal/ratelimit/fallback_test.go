@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/agentapi/agentapi/internal/redisconn"
 	"github.com/agentapi/agentapi/internal/redistest"
+	"github.com/agentapi/agentapi/internal/testkit"
 	"github.com/alicebob/miniredis/v2"
 )
 
@@ -320,13 +320,7 @@ func TestParseFallbackMode(t *testing.T) {
 // deadlines against a port nobody listens on.
 func TestFallbackUnreachableRedis(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	c, err := redisconn.Open(redisconn.Options{Addr: addr})
+	c, err := redisconn.Open(redisconn.Options{Addr: testkit.ClosedAddr(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -395,7 +389,7 @@ func TestFallbackRedisRestart(t *testing.T) {
 	mustAllow(t, f, "k", p) // shared: 4 left
 
 	srv.Close()
-	pollUntil(t, func() bool {
+	testkit.Eventually(t, pollWait, "the fallback to find Redis down", func() bool {
 		mustAllow(t, f, "other", p)
 		return f.Down()
 	})
@@ -403,7 +397,7 @@ func TestFallbackRedisRestart(t *testing.T) {
 	if err := srv.Restart(); err != nil {
 		t.Fatalf("restart: %v", err)
 	}
-	pollUntil(t, func() bool {
+	testkit.Eventually(t, pollWait, "the fallback to find Redis back", func() bool {
 		mustPeek(t, f, "k", p)
 		return !f.Down()
 	})
@@ -417,17 +411,5 @@ func TestFallbackRedisRestart(t *testing.T) {
 	}
 	if got, want := logs.levels(), []slog.Level{slog.LevelWarn, slog.LevelInfo}; !slices.Equal(got, want) {
 		t.Errorf("logged levels %v, want %v", got, want)
-	}
-}
-
-// pollUntil calls cond until it is true or pollWait runs out.
-func pollUntil(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(pollWait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not reached after %v", pollWait)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/agentapi/agentapi/internal/redistest"
+	"github.com/agentapi/agentapi/internal/testkit"
 	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
 )
@@ -170,15 +171,7 @@ func TestOpenTalksToRedis(t *testing.T) {
 
 func TestOpenUnreachableFails(t *testing.T) {
 	t.Parallel()
-	// A port we bound and released: nothing listens there now.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-
-	c, err := Open(Options{Addr: addr})
+	c, err := Open(Options{Addr: testkit.ClosedAddr(t)})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}

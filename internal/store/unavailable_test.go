@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentapi/agentapi/internal/testkit"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -63,13 +64,7 @@ func TestCallerDeadlineIsNotUnavailable(t *testing.T) {
 // port, so the connect fails and says the database is unavailable.
 func TestOpenUnreachablePostgres(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	_, err = Open(t.Context(), fmt.Sprintf("postgres://nobody:pw@%s/db?sslmode=disable", addr))
+	_, err := Open(t.Context(), fmt.Sprintf("postgres://nobody:pw@%s/db?sslmode=disable", testkit.ClosedAddr(t)))
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Open on a closed port: %v, want ErrUnavailable", err)
 	}
@@ -79,28 +74,9 @@ func TestOpenUnreachablePostgres(t *testing.T) {
 // never answers: without a connect timeout Open would wait forever.
 func TestOpenHungPostgres(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		var held []net.Conn // keep connections open and silent
-		defer func() {
-			for _, c := range held {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			held = append(held, c)
-		}
-	}()
-	err = within(t, 4*pgConnectTimeout, func() error {
-		s, err := Open(context.Background(), "postgres://nobody@"+l.Addr().String()+"/db?sslmode=disable")
+	addr := testkit.SilentListener(t)
+	err := within(t, 4*pgConnectTimeout, func() error {
+		s, err := Open(context.Background(), "postgres://nobody@"+addr+"/db?sslmode=disable")
 		if err == nil {
 			s.Close()
 		}

@@ -1,4 +1,4 @@
-package cli
+package systemtest
 
 import (
 	"fmt"
@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/agentapi/agentapi/internal/redistest"
+	"github.com/agentapi/agentapi/internal/testkit"
 )
 
 // notPerRequest are commands a replica sends whatever its traffic: what
@@ -31,8 +32,8 @@ func TestChatRedisRoundTrips(t *testing.T) {
 	t.Parallel()
 	rds := redistest.StartServer(t)
 	up := newCountingUpstream(t)
-	proxied, proxy := behindProxy(t, rds.URL())
-	proxy.recordTurns()
+	proxied, proxy := testkit.Behind(t, rds.URL())
+	proxy.RecordTurns()
 	env := replicaEnv(t, proxied, filepath.Join(t.TempDir(), "rt.db"), up.URL)
 	s := startServer(t, env)
 
@@ -41,7 +42,7 @@ func TestChatRedisRoundTrips(t *testing.T) {
 	// requests start; they are waited for, as they run after the answer.
 	measure := func(what string, n int, send func(i int) int, wantStatus, writes int) map[string]float64 {
 		t.Helper()
-		proxy.takeTurns(notPerRequest)
+		proxy.TakeTurns(notPerRequest)
 		for i := range n {
 			if st := send(i); st != wantStatus {
 				t.Fatalf("%s %d: status %d, want %d", what, i, st, wantStatus)
@@ -49,7 +50,7 @@ func TestChatRedisRoundTrips(t *testing.T) {
 		}
 		turns := map[string]int{}
 		waitFor(t, what+": cache writes", func() bool {
-			for turn, k := range proxy.takeTurns(notPerRequest) {
+			for turn, k := range proxy.TakeTurns(notPerRequest) {
 				turns[turn] += k
 			}
 			return setsIn(turns) >= writes
@@ -79,7 +80,7 @@ func TestChatRedisRoundTrips(t *testing.T) {
 	// The first request loads the script (EVALSHA, NOSCRIPT, EVAL) and
 	// dials; that happens once per Redis, not per request.
 	chat(t, s, token, "warm up")
-	waitFor(t, "the warm-up's cache write", func() bool { return setsIn(proxy.takeTurns(notPerRequest)) == 1 })
+	waitFor(t, "the warm-up's cache write", func() bool { return setsIn(proxy.TakeTurns(notPerRequest)) == 1 })
 
 	miss := measure("miss", n, func(i int) int { return chat(t, s, token, fmt.Sprintf("miss %d", i)).status }, http.StatusOK, n)
 	if sets, trips := writeTurns(miss); sets != 1 || trips > 1 {
@@ -91,7 +92,7 @@ func TestChatRedisRoundTrips(t *testing.T) {
 
 	hits := signUp(t, s, s, "hits@example.com")
 	chat(t, s, hits, "asked before")
-	waitFor(t, "the first ask's cache write", func() bool { return setsIn(proxy.takeTurns(notPerRequest)) == 1 })
+	waitFor(t, "the first ask's cache write", func() bool { return setsIn(proxy.TakeTurns(notPerRequest)) == 1 })
 	hit := measure("hit", n, func(int) int { return chat(t, s, hits, "asked before").status }, http.StatusOK, 0)
 	if want := map[string]float64{"evalsha get": 1}; !maps.Equal(hit, want) {
 		t.Errorf("a cache hit makes these round trips to Redis per request: %v, want %v", hit, want)

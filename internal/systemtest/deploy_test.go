@@ -1,4 +1,4 @@
-package cli
+package systemtest
 
 // These tests stand in for a container engine, which our machines do not
 // have. They check what the image, docker-compose.yml and the Kubernetes
@@ -37,9 +37,11 @@ import (
 	"github.com/joho/godotenv"
 	"gopkg.in/yaml.v3"
 
+	"github.com/agentapi/agentapi/internal/cli"
 	"github.com/agentapi/agentapi/internal/config"
 	"github.com/agentapi/agentapi/internal/pgtest"
 	"github.com/agentapi/agentapi/internal/redistest"
+	"github.com/agentapi/agentapi/internal/testkit"
 )
 
 // repoRoot is where the Dockerfile and friends live; go test runs in the
@@ -306,7 +308,7 @@ func TestContainerBinary(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, bin, "healthcheck")
-		cmd.Env = []string{"HOST=127.0.0.1", "PORT=" + closedPort(t)}
+		cmd.Env = []string{"HOST=127.0.0.1", "PORT=" + testkit.ClosedPort(t)}
 		out, err := cmd.CombinedOutput()
 		var exit *exec.ExitError
 		if !errors.As(err, &exit) || exit.ExitCode() == 0 {
@@ -360,19 +362,6 @@ func TestContainerBinary(t *testing.T) {
 	})
 }
 
-// closedPort returns a loopback port that nothing listens on (it did a moment
-// ago, so no other process is likely to have taken it).
-func closedPort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-	ln.Close()
-	return port
-}
-
 func assertEmpty(t *testing.T, dir, what string) {
 	t.Helper()
 	entries, err := os.ReadDir(dir)
@@ -389,7 +378,7 @@ type containerProcess struct {
 	bin  string
 	env  []string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *testkit.SyncBuffer
 	addr string
 
 	exited chan struct{} // closed when the process has exited
@@ -432,7 +421,7 @@ exec "$bin" serve`
 		cmd.Env = env
 	}
 	cmd.Dir = workDir
-	p := &containerProcess{bin: bin, env: env, cmd: cmd, out: &syncBuffer{}, exited: make(chan struct{})}
+	p := &containerProcess{bin: bin, env: env, cmd: cmd, out: &testkit.SyncBuffer{}, exited: make(chan struct{})}
 	cmd.Stdout = p.out
 	cmd.Stderr = p.out
 	if err := cmd.Start(); err != nil {
@@ -530,11 +519,11 @@ func TestHealthcheckFails(t *testing.T) {
 	defer unhealthy.Close()
 	u, _ := url.Parse(unhealthy.URL)
 	cases := map[string]string{
-		"nothing listens": closedPort(t),
+		"nothing listens": testkit.ClosedPort(t),
 		"/health is 503":  u.Port(),
 	}
 	for name, port := range cases {
-		err := Run(context.Background(), []string{"healthcheck"}, mapEnv(map[string]string{"PORT": port}), strings.NewReader(""), io.Discard, io.Discard)
+		err := cli.Run(context.Background(), []string{"healthcheck"}, mapEnv(map[string]string{"PORT": port}), strings.NewReader(""), io.Discard, io.Discard)
 		if err == nil {
 			t.Errorf("%s: healthcheck succeeded", name)
 		}

@@ -1,4 +1,4 @@
-package cli
+package systemtest
 
 // The fault suite: the real program, started through Run, against real
 // Redis and PostgreSQL, while one of its dependencies fails. Each test
@@ -21,7 +21,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -31,6 +30,8 @@ import (
 	"github.com/agentapi/agentapi/internal/pgtest"
 	"github.com/agentapi/agentapi/internal/redistest"
 	"github.com/agentapi/agentapi/internal/store"
+	"github.com/agentapi/agentapi/internal/testkit"
+	"github.com/agentapi/agentapi/internal/testkit/fakeopenai"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -388,149 +389,34 @@ const (
 	slowGap         = 700 * time.Millisecond
 )
 
-// faultyUpstream is an OpenAI-compatible upstream whose every request
-// chooses its behaviour by the part of its model name before the first
-// dot, so that each case of a test has a model of its own and its usage
-// can be told apart in the store:
+// faultyUpstream is the fake OpenAI with each request's behaviour chosen
+// by the part of its model name before the first dot, so that each case
+// of a test has a model of its own and its usage can be told apart in the
+// store (the fake counts calls and cancellations by model):
 //
 //	ok       answers (plain or streamed, three words, usage 4+3)
 //	fail500  500 with internals in the body
 //	fail429  429 with Retry-After: 1
 //	hang     sends nothing until the call is cancelled
 //	slow     streams four words slowGap apart, longer in all than
-//	         upstreamTimeout; plain, answers at once
+//	         upstreamTimeout
 //	cut      streams two words, then drops the connection; plain, drops it
 //	         in the middle of the JSON
 //	endless  streams one word, then nothing until cancelled
-//	held     streams one word, then waits for release before the rest
-type faultyUpstream struct {
-	*httptest.Server
-
-	mu        sync.Mutex
-	calls     map[string]int // by model
-	cancelled map[string]int // calls whose request ended before the answer did, by model
-	release   chan struct{}
+//	held     streams one word, then waits for Release before the rest
+var faultyBehaviours = map[string]fakeopenai.Fault{
+	"fail500": fakeopenai.Status500, "fail429": fakeopenai.Status429, "hang": fakeopenai.Hang,
+	"slow": fakeopenai.Slow, "cut": fakeopenai.Cut, "endless": fakeopenai.Endless, "held": fakeopenai.Held,
 }
 
-func newFaultyUpstream(t *testing.T) *faultyUpstream {
+func newFaultyUpstream(t *testing.T) *fakeopenai.Server {
 	t.Helper()
-	u := &faultyUpstream{calls: map[string]int{}, cancelled: map[string]int{}, release: make(chan struct{})}
-	u.Server = httptest.NewServer(http.HandlerFunc(u.serve))
-	t.Cleanup(u.Close)
-	return u
-}
-
-func (u *faultyUpstream) count(m map[string]int, model string) {
-	u.mu.Lock()
-	m[model]++
-	u.mu.Unlock()
-}
-
-// callsOf and cancelledOf report the calls of one model.
-func (u *faultyUpstream) callsOf(model string) int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.calls[model]
-}
-
-func (u *faultyUpstream) cancelledOf(model string) int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.cancelled[model]
-}
-
-func (u *faultyUpstream) serve(w http.ResponseWriter, r *http.Request) {
-	if r.Header.Get("Authorization") != "Bearer sk-upstream-test" || r.URL.Path != "/v1/chat/completions" {
-		w.WriteHeader(http.StatusUnauthorized)
-		io.WriteString(w, `{"error":{"message":"bad key or path"}}`)
-		return
-	}
-	var req struct {
-		Model  string `json:"model"`
-		Stream bool   `json:"stream"`
-	}
-	json.NewDecoder(r.Body).Decode(&req)
-	u.count(u.calls, req.Model)
-	behaviour, _, _ := strings.Cut(req.Model, ".")
-	// wait holds the answer until after fires or release is closed (a nil
-	// channel never does), and reports false when the call was cancelled
-	// first.
-	wait := func(after <-chan time.Time, release <-chan struct{}) bool {
-		select {
-		case <-after:
-			return true
-		case <-release:
-			return true
-		case <-r.Context().Done():
-			u.count(u.cancelled, req.Model)
-			return false
-		}
-	}
-	flush := func() { http.NewResponseController(w).Flush() }
-	word := func(s string) {
-		fmt.Fprintf(w, "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":%q,\"choices\":[{\"index\":0,\"delta\":{\"content\":%q}}]}\n\n", req.Model, s)
-		flush()
-	}
-	finish := func() {
-		io.WriteString(w, "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":3,\"total_tokens\":7}}\n\n")
-		io.WriteString(w, "data: [DONE]\n\n")
-	}
-	plain := fmt.Sprintf(`{"id":"c","object":"chat.completion","model":%q,"choices":[{"index":0,"message":{"role":"assistant","content":"one two three"},"finish_reason":"stop"}],"usage":{"prompt_tokens":4,"completion_tokens":3,"total_tokens":7}}`, req.Model)
-
-	switch behaviour {
-	case "fail500":
-		w.WriteHeader(http.StatusInternalServerError)
-		io.WriteString(w, `{"error":{"message":"boom at /srv/upstream/internal.py:42"}}`)
-		return
-	case "fail429":
-		w.Header().Set("Retry-After", "1")
-		w.WriteHeader(http.StatusTooManyRequests)
-		io.WriteString(w, `{"error":{"message":"slow down","type":"requests"}}`)
-		return
-	case "hang":
-		wait(nil, nil)
-		return
-	}
-	if !req.Stream {
-		w.Header().Set("Content-Type", "application/json")
-		if behaviour == "cut" {
-			io.WriteString(w, plain[:len(plain)/2])
-			flush()
-			panic(http.ErrAbortHandler) // the connection drops mid-answer
-		}
-		io.WriteString(w, plain)
-		return
-	}
-	w.Header().Set("Content-Type", "text/event-stream")
-	switch behaviour {
-	case "slow":
-		for i, s := range []string{"one ", "two ", "three ", "four"} {
-			if i > 0 && !wait(time.After(slowGap), nil) {
-				return
-			}
-			word(s)
-		}
-	case "cut":
-		word("one ")
-		word("two ")
-		panic(http.ErrAbortHandler)
-	case "endless":
-		word("one ")
-		wait(nil, nil)
-		return
-	case "held":
-		word("one ")
-		if !wait(nil, u.release) {
-			return
-		}
-		word("two ")
-		word("three")
-	default:
-		word("one ")
-		word("two ")
-		word("three")
-	}
-	finish()
+	return fakeopenai.New(t, fakeopenai.Options{Key: "sk-upstream-test",
+		SlowGap: slowGap, SlowWords: []string{"one ", "two ", "three ", "four"}, CutAfter: 2,
+		Respond: func(r fakeopenai.Request) fakeopenai.Answer {
+			behaviour, _, _ := strings.Cut(r.Model, ".")
+			return fakeopenai.Answer{Fault: faultyBehaviours[behaviour]}
+		}})
 }
 
 // TestFaultUpstream runs every upstream failure against each of the four
@@ -640,11 +526,11 @@ func TestFaultUpstream(t *testing.T) {
 					t.Errorf("%s: %d, text %q before leaving", model, a.status, a.text(rt))
 				}
 			}
-			if n := up.callsOf(model); n != 1 {
+			if n := up.CallsOf(model); n != 1 {
 				t.Errorf("%s: the upstream was called %d times, want once", model, n)
 			}
 			if c.cancels {
-				waitFor(t, model+": the upstream call to be cancelled", func() bool { return up.cancelledOf(model) == 1 })
+				waitFor(t, model+": the upstream call to be cancelled", func() bool { return up.CancelledOf(model) == 1 })
 			}
 		})
 	}
@@ -700,10 +586,10 @@ func leaveAfterFirstEvent(ctx context.Context, cancel context.CancelFunc, baseUR
 // redisBehindProxy is the test's Redis (the shared one when TEST_REDIS_URL
 // is set) and a proxy in front of it: the servers get the proxy's URL, the
 // test keeps the direct one.
-func redisBehindProxy(t *testing.T) (direct, proxied string, p *tcpProxy) {
+func redisBehindProxy(t *testing.T) (direct, proxied string, p *testkit.Proxy) {
 	t.Helper()
 	direct = redistest.URL(t)
-	proxied, p = behindProxy(t, direct)
+	proxied, p = testkit.Behind(t, direct)
 	return direct, proxied, p
 }
 
@@ -756,7 +642,7 @@ func TestFaultRedisRefusedAndRestarted(t *testing.T) {
 		t.Fatalf("before the outage: %v", got)
 	}
 
-	proxy.refuse()
+	proxy.Refuse()
 	// The server limits on its own, from a full bucket of its own: 5 of 6
 	// pass.
 	got := chats(t, s, token, "during", 6)
@@ -767,7 +653,7 @@ func TestFaultRedisRefusedAndRestarted(t *testing.T) {
 		t.Error("the server did not log that it fell back from Redis")
 	}
 
-	proxy.restore()
+	proxy.Restore()
 	waitFor(t, "the limiter to use Redis again", func() bool {
 		quotaLeft(t, s, token)
 		return logHas(s, "rate limiter: shared store available again")
@@ -818,7 +704,7 @@ func TestFaultRedisScriptFlushMidLoad(t *testing.T) {
 	env["RATE_LIMIT_REDIS_TIMEOUT"] = "5s"
 	rs := startReplicas(t, 2, env)
 	token, userID := newFaultUser(t, rs[0], "script-flush@example.com")
-	noscript := proxy.watchReplies("NOSCRIPT")
+	noscript := proxy.WatchReplies("NOSCRIPT")
 	admin := redisAdmin(t, direct)
 
 	stop := make(chan struct{})
@@ -952,7 +838,7 @@ func TestFaultRedisSlow(t *testing.T) {
 			s := startServer(t, env)
 			token, userID := newFaultUser(t, s, "slow-redis@example.com")
 
-			proxy.setLatency(tc.latency)
+			proxy.SetLatency(tc.latency)
 			// Seven at once: five pass, whoever decides, because the
 			// in-process fallback starts with a full bucket of its own.
 			const n = 7
@@ -967,7 +853,7 @@ func TestFaultRedisSlow(t *testing.T) {
 				t.Errorf("the limiter did not fall back from a Redis %v slow with RATE_LIMIT_REDIS_TIMEOUT=%s", tc.latency, tc.timeout)
 			}
 
-			proxy.setLatency(0)
+			proxy.SetLatency(0)
 			if !tc.shared {
 				waitFor(t, "the limiter to use Redis again", func() bool {
 					quotaLeft(t, s, token)
@@ -1009,7 +895,7 @@ func TestFaultRedisSlow(t *testing.T) {
 func TestFaultPostgresDown(t *testing.T) {
 	t.Parallel()
 	direct := pgtest.URL(t) // skips, naming TEST_DATABASE_URL, when unset
-	proxied, proxy := behindProxy(t, direct)
+	proxied, proxy := testkit.Behind(t, direct)
 	redisURL := patientRedis(t, redistest.URL(t))
 	up := newCountingUpstream(t)
 	env := faultEnv(t, redisURL, proxied, up.URL, 1000)
@@ -1030,7 +916,7 @@ func TestFaultPostgresDown(t *testing.T) {
 		answered++
 	}
 
-	proxy.refuse()
+	proxy.Refuse()
 	// unavailable checks a clean 503 for a request that needs the database.
 	unavailable := func(what string, r reply) {
 		t.Helper()
@@ -1065,7 +951,7 @@ func TestFaultPostgresDown(t *testing.T) {
 		return true
 	})
 
-	proxy.restore()
+	proxy.Restore()
 	waitFor(t, "login to work again", func() bool {
 		r := do(t, "POST", s.url+"/auth/login", "", creds)
 		if r.status != http.StatusOK {
@@ -1169,7 +1055,7 @@ func TestFaultShutdownWithLiveStreams(t *testing.T) {
 		}
 		return err != nil
 	})
-	close(up.release) // the held streams finish now, within the deadline
+	up.Release() // the held streams finish now, within the deadline
 
 	for _, st := range streams[:4] {
 		a := <-st.got
@@ -1189,7 +1075,7 @@ func TestFaultShutdownWithLiveStreams(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("Run did not return")
 	}
-	if up.cancelledOf(endless.model) != 1 {
+	if up.CancelledOf(endless.model) != 1 {
 		t.Error("the endless stream's upstream call was not cancelled")
 	}
 
@@ -1219,12 +1105,12 @@ func TestFaultShutdownWithLiveStreams(t *testing.T) {
 func TestFaultPostgresCommitReplyLost(t *testing.T) {
 	t.Parallel()
 	direct := pgtest.URL(t) // skips, naming TEST_DATABASE_URL, when unset
-	proxied, proxy := behindProxy(t, direct)
+	proxied, proxy := testkit.Behind(t, direct)
 	up := newCountingUpstream(t)
 	env := faultEnv(t, patientRedis(t, redistest.URL(t)), proxied, up.URL, 10)
 	s := startServer(t, env)
 	token, userID := newFaultUser(t, s, "commit-lost@example.com")
-	dropped := proxy.cutAfter("commit\x00") // pgx commits with the simple query "commit"
+	dropped := proxy.CutAfter("commit\x00") // pgx commits with the simple query "commit"
 	if r := chat(t, s, token, "counted once"); r.status != http.StatusOK {
 		t.Fatalf("chat: %d %v", r.status, r.body)
 	}

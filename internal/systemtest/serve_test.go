@@ -1,4 +1,4 @@
-package cli
+package systemtest
 
 import (
 	"bufio"
@@ -8,38 +8,21 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/agentapi/agentapi/internal/cli"
 	"github.com/agentapi/agentapi/internal/store"
+	"github.com/agentapi/agentapi/internal/testkit"
+	"github.com/agentapi/agentapi/internal/testkit/fakeopenai"
 )
-
-// syncBuffer collects the server's stdout safely across goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // server is one agentapi process started through Run, as main would.
 type server struct {
 	url  string
-	out  *syncBuffer
+	out  *testkit.SyncBuffer
 	stop context.CancelFunc
 	done chan error
 }
@@ -66,8 +49,10 @@ func launchServer(t *testing.T, env map[string]string) *server {
 	own["HOST"] = "127.0.0.1"
 	own["PORT"] = "0"
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &server{out: &syncBuffer{}, stop: cancel, done: make(chan error, 1)}
-	go func() { s.done <- Run(ctx, []string{"serve"}, mapEnv(own), strings.NewReader(""), s.out, io.Discard) }()
+	s := &server{out: &testkit.SyncBuffer{}, stop: cancel, done: make(chan error, 1)}
+	go func() {
+		s.done <- cli.Run(ctx, []string{"serve"}, mapEnv(own), strings.NewReader(""), s.out, io.Discard)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -144,29 +129,14 @@ func call(t *testing.T, method, url, token string, body any) (int, map[string]an
 	return resp.StatusCode, m, resp.Header
 }
 
-// fakeOpenAI answers chat completions like OpenAI, optionally slowly.
-func fakeOpenAI(t *testing.T, delay time.Duration) *httptest.Server {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer sk-upstream-test" || r.URL.Path != "/v1/chat/completions" {
-			http.Error(w, `{"error":{"message":"bad key or path"}}`, 401)
-			return
-		}
-		var req struct {
-			Model    string                     `json:"model"`
-			Messages []struct{ Content string } `json:"messages"`
-		}
-		json.NewDecoder(r.Body).Decode(&req)
-		select {
-		case <-time.After(delay):
-		case <-r.Context().Done():
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"id":"x","object":"chat.completion","model":%q,"choices":[{"index":0,"message":{"role":"assistant","content":"Hi! You said: %s"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}`,
-			req.Model, req.Messages[0].Content)
-	}))
-	t.Cleanup(srv.Close)
-	return srv
+// fakeOpenAI is the upstream most tests use: it takes the key
+// sk-upstream-test and answers "Hi! You said: <the message>" with 3+4
+// tokens, after delay.
+func fakeOpenAI(t *testing.T, delay time.Duration) *fakeopenai.Server {
+	return fakeopenai.New(t, fakeopenai.Options{Key: "sk-upstream-test", Latency: delay,
+		Respond: func(r fakeopenai.Request) fakeopenai.Answer {
+			return fakeopenai.Answer{Text: "Hi! You said: " + r.LastMessage(), Usage: fakeopenai.Usage{Prompt: 3, Completion: 4}}
+		}})
 }
 
 // TestPrototypeFlow is the prototype's test_api.py, through the real program:
@@ -249,7 +219,7 @@ func TestEmbeddedDefaults(t *testing.T) {
 	if !strings.Contains(s.out.String(), "mock model") {
 		t.Error("start-up log does not say the mock model answers")
 	}
-	if err := healthcheck(context.Background(), mapEnv(map[string]string{"HOST": "127.0.0.1", "PORT": strings.TrimPrefix(s.url[strings.LastIndex(s.url, ":"):], ":")})); err != nil {
+	if err := cli.Run(context.Background(), []string{"healthcheck"}, mapEnv(map[string]string{"HOST": "127.0.0.1", "PORT": strings.TrimPrefix(s.url[strings.LastIndex(s.url, ":"):], ":")}), strings.NewReader(""), io.Discard, io.Discard); err != nil {
 		t.Fatalf("healthcheck against a live server: %v", err)
 	}
 }
@@ -294,72 +264,5 @@ func TestGracefulShutdownDrains(t *testing.T) {
 	n, err := st.TokensUsed(context.Background(), u.ID, time.Now().Add(-time.Hour))
 	if err != nil || n != 7 {
 		t.Fatalf("usage after shutdown: %d %v (want 7: recorded before exit)", n, err)
-	}
-}
-
-func TestStartRefusesBadConfig(t *testing.T) {
-	t.Parallel()
-	cases := []struct {
-		env  map[string]string
-		want []string
-	}{
-		{map[string]string{"APP_ENV": "production", "OPENAI_API_KEY": "x", "SECRET_KEY": "your-secret-key-here"}, []string{"SECRET_KEY"}},
-		{map[string]string{"APP_ENV": "production", "SECRET_KEY": strings.Repeat("s", 40)}, []string{"OPENAI_API_KEY"}},
-		{map[string]string{"PORT": "x", "ALGORITHM": "none"}, []string{"PORT", "ALGORITHM"}},
-	}
-	for _, tc := range cases {
-		err := Run(context.Background(), []string{"serve"}, mapEnv(tc.env), strings.NewReader(""), io.Discard, io.Discard)
-		if err == nil {
-			t.Fatalf("%v: started", tc.env)
-		}
-		for _, w := range tc.want {
-			if !strings.Contains(err.Error(), w) {
-				t.Errorf("%v: error %q does not name %s", tc.env, err, w)
-			}
-		}
-	}
-}
-
-func TestUsersCommands(t *testing.T) {
-	t.Parallel()
-	db := filepath.Join(t.TempDir(), "u.db")
-	env := mapEnv(map[string]string{"DATABASE_URL": db})
-	var out bytes.Buffer
-	run := func(stdin string, args ...string) error {
-		out.Reset()
-		return Run(context.Background(), args, env, strings.NewReader(stdin), &out, io.Discard)
-	}
-	if err := run("s3cret-password\n", "users", "create", "--email", "Pat@Example.com", "--password-stdin", "--tier", "pro"); err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(out.String(), "s3cret") {
-		t.Fatal("password echoed")
-	}
-	if err := run("", "users", "create", "--email", "pat@example.com", "--password", "another-password"); err == nil {
-		t.Fatal("duplicate email accepted")
-	}
-	if err := run("", "users", "create", "--email", "q@example.com", "--password", "short"); err == nil {
-		t.Fatal("short password accepted")
-	}
-	if err := run("", "users", "set-tier", "--email", "pat@example.com", "--tier", "gold"); err == nil {
-		t.Fatal("unknown tier accepted")
-	}
-	if err := run("", "users", "set-tier", "--email", "nobody@example.com", "--tier", "pro"); err == nil {
-		t.Fatal("set-tier on a missing user succeeded")
-	}
-	if err := run("", "users", "set-tier", "--email", "pat@example.com", "--tier", "free"); err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(context.Background(), db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	u, err := st.UserByEmail(context.Background(), "pat@example.com")
-	if err != nil || u.Tier != "free" {
-		t.Fatalf("user %+v %v", u, err)
-	}
-	if err := run("", "bogus"); err == nil {
-		t.Fatal("unknown command accepted")
 	}
 }

@@ -1,4 +1,4 @@
-package cli
+package systemtest
 
 // End-to-end tests of agentapi scaled out: several replicas, each a whole
 // program started through Run as main would start it, sharing one Redis
@@ -14,17 +14,18 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/agentapi/agentapi/internal/cli"
 	"github.com/agentapi/agentapi/internal/pgtest"
 	"github.com/agentapi/agentapi/internal/redistest"
+	"github.com/agentapi/agentapi/internal/testkit"
+	"github.com/agentapi/agentapi/internal/testkit/fakeopenai"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -92,23 +93,9 @@ func send(method, url, token string, body any) (reply, error) {
 	return reply{status: resp.StatusCode, body: m, header: resp.Header, took: took}, nil
 }
 
-// countingUpstream is the fake OpenAI of serve_test.go, counting its calls.
-type countingUpstream struct {
-	*httptest.Server
-	calls atomic.Int64
-}
-
-func newCountingUpstream(t *testing.T) *countingUpstream {
-	t.Helper()
-	inner := fakeOpenAI(t, 0)
-	u := &countingUpstream{}
-	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		u.calls.Add(1)
-		inner.Config.Handler.ServeHTTP(w, r)
-	}))
-	t.Cleanup(u.Close)
-	return u
-}
+// newCountingUpstream is the fake OpenAI of serve_test.go; its Calls
+// counts the model calls.
+func newCountingUpstream(t *testing.T) *fakeopenai.Server { return fakeOpenAI(t, 0) }
 
 // replicaEnv is the configuration every replica of one test shares: one
 // Redis (under a key prefix of the test's own), one database, one signing
@@ -140,7 +127,7 @@ func cacheEntries(t *testing.T, env map[string]string) int {
 	}
 	c := redis.NewClient(opts)
 	defer c.Close()
-	keys, err := c.Keys(t.Context(), env["REDIS_KEY_PREFIX"]+redisCachePrefix+"*").Result()
+	keys, err := c.Keys(t.Context(), env["REDIS_KEY_PREFIX"]+cli.RedisCachePrefix+"*").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,7 +348,7 @@ func TestReplicasShareLimitCacheAndAccounts(t *testing.T) {
 
 	t.Run("cache", func(t *testing.T) {
 		token := signUp(t, rs[1], rs[0], "cache@example.com")
-		before, entries := up.calls.Load(), cacheEntries(t, env)
+		before, entries := up.Calls(), cacheEntries(t, env)
 		first := chat(t, rs[0], token, "what do replicas share?")
 		if first.status != http.StatusOK || first.body["from_cache"] != false || first.body["tokens_used"] != 7.0 {
 			t.Fatalf("first ask: %d %v", first.status, first.body)
@@ -373,7 +360,7 @@ func TestReplicasShareLimitCacheAndAccounts(t *testing.T) {
 				t.Errorf("repeat on replica %d: %d %v, want the cached answer", i, r.status, r.body)
 			}
 		}
-		if n := up.calls.Load() - before; n != 1 {
+		if n := up.Calls() - before; n != 1 {
 			t.Errorf("upstream called %d times for one question asked on 3 replicas, want 1", n)
 		}
 	})
@@ -430,17 +417,11 @@ func (o *outage) check(t *testing.T, what string, r reply) reply {
 	return r
 }
 
-// waitFor polls cond every 50ms for up to 15s, failing the test with what
-// if it never holds.
+// waitFor polls cond for up to 15s, failing the test with what if it
+// never holds.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.Eventually(t, 15*time.Second, what, cond)
 }
 
 // TestReplicasRedisOutageLocal kills the replicas' Redis in the middle of
@@ -512,14 +493,14 @@ func TestReplicasRedisOutageLocal(t *testing.T) {
 
 	// The cache is bypassed: the same question twice goes to the model twice.
 	asker := signUp(t, rs[2], rs[0], "asker@example.com")
-	calls := up.calls.Load()
+	calls := up.Calls()
 	for range 2 {
 		r := o.check(t, "POST /chat", chat(t, rs[0], asker, "cached while Redis is down?"))
 		if r.status != http.StatusOK || r.body["from_cache"] != false {
 			t.Errorf("chat during the outage: %d %v, want a fresh answer", r.status, r.body)
 		}
 	}
-	if n := up.calls.Load() - calls; n != 2 {
+	if n := up.Calls() - calls; n != 2 {
 		t.Errorf("upstream called %d times for a question asked twice during the outage, want 2", n)
 	}
 	t.Logf("Redis down (killed): %d answers, slowest %v", o.answers, o.slowest)

@@ -1,4 +1,4 @@
-package cli
+package systemtest
 
 import (
 	"net/http"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/agentapi/agentapi/internal/pgtest"
 	"github.com/agentapi/agentapi/internal/store"
+	"github.com/agentapi/agentapi/internal/testkit"
 )
 
 // TestPostgresOutageCleanErrors cuts a running server off from PostgreSQL,
@@ -17,7 +18,7 @@ import (
 func TestPostgresOutageCleanErrors(t *testing.T) {
 	t.Parallel()
 	direct := pgtest.URL(t) // skips, naming TEST_DATABASE_URL, when unset
-	proxied, proxy := behindProxy(t, direct)
+	proxied, proxy := testkit.Behind(t, direct)
 	up := newCountingUpstream(t)
 	env := replicaEnv(t, "", proxied, up.URL)
 	delete(env, "REDIS_URL")
@@ -62,10 +63,10 @@ func TestPostgresOutageCleanErrors(t *testing.T) {
 		}
 	}
 
-	proxy.silence()
+	proxy.Freeze()
 	// Each call waits out the store's time limit here, so one is enough.
 	checkDown("silent", "/auth/login")
-	proxy.refuse()
+	proxy.Refuse()
 	checkDown("refusing", "/auth/login", "/auth/register")
 
 	if !strings.Contains(s.out.String(), store.ErrUnavailable.Error()) {

@@ -1,13 +1,11 @@
-package cli
+package systemtest
 
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,50 +13,16 @@ import (
 
 	"github.com/agentapi/agentapi/internal/redistest"
 	"github.com/agentapi/agentapi/internal/store"
+	"github.com/agentapi/agentapi/internal/testkit/fakeopenai"
 )
 
-// openAIFake is an OpenAI-compatible upstream that accepts one key. Chat
-// completions answer plainly or, with "stream": true, stream word by word;
-// streamGate, when set, is called before each word and may hold it.
-func openAIFake(t *testing.T, key string, streamGate func(r *http.Request, i int)) *httptest.Server {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer "+key {
-			w.WriteHeader(401)
-			io.WriteString(w, `{"error":{"message":"bad key","type":"invalid_request_error"}}`)
-			return
-		}
-		var req struct {
-			Model         string `json:"model"`
-			Stream        bool   `json:"stream"`
-			StreamOptions struct {
-				IncludeUsage bool `json:"include_usage"`
-			} `json:"stream_options"`
-		}
-		json.NewDecoder(r.Body).Decode(&req)
-		switch {
-		case r.URL.Path == "/v1/models":
-			io.WriteString(w, `{"object":"list","data":[{"id":"fallback-model","object":"model","created":1,"owned_by":"f"}]}`)
-		case r.URL.Path == "/v1/chat/completions" && req.Stream:
-			w.Header().Set("Content-Type", "text/event-stream")
-			for i, word := range []string{"one ", "two ", "three"} {
-				if streamGate != nil {
-					streamGate(r, i)
-				}
-				fmt.Fprintf(w, "data: {\"model\":%q,\"choices\":[{\"index\":0,\"delta\":{\"content\":%q}}]}\n\n", req.Model, word)
-				http.NewResponseController(w).Flush()
-			}
-			if req.StreamOptions.IncludeUsage {
-				io.WriteString(w, "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":3,\"total_tokens\":7}}\n\n")
-			}
-			io.WriteString(w, "data: [DONE]\n\n")
-		case r.URL.Path == "/v1/chat/completions":
-			fmt.Fprintf(w, `{"id":"x","object":"chat.completion","model":%q,"choices":[{"index":0,"message":{"role":"assistant","content":"from the fallback"},"finish_reason":"stop"}],"usage":{"prompt_tokens":4,"completion_tokens":3,"total_tokens":7}}`, req.Model)
-		default:
-			w.WriteHeader(404)
-		}
-	}))
-	t.Cleanup(srv.Close)
-	return srv
+// openAIFake is an upstream that accepts one key, lists "fallback-model",
+// and answers "from the fallback" plainly and "one two three" streamed,
+// with 4+3 tokens; streamGate, when set, runs before each streamed word
+// and may hold it.
+func openAIFake(t *testing.T, key string, streamGate func(r *http.Request, i int)) *fakeopenai.Server {
+	return fakeopenai.New(t, fakeopenai.Options{Key: key, Models: []string{"fallback-model"}, Gate: streamGate,
+		Answer: fakeopenai.Answer{Text: "from the fallback", Words: []string{"one ", "two ", "three"}}})
 }
 
 // raw sends a request with a string body and returns status and body.

@@ -1,4 +1,4 @@
-package cli
+package systemtest
 
 // End-to-end tests of agentapi on the Redis deployments a team runs past
 // one machine: a Redis Cluster (three primaries with a replica each) and a
@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentapi/agentapi/internal/cli"
 	"github.com/agentapi/agentapi/internal/redisconn"
 	"github.com/agentapi/agentapi/internal/redistest"
 	"github.com/redis/go-redis/v9"
@@ -169,14 +170,14 @@ func testDeployment(t *testing.T, d redisDeployment) {
 
 	t.Run("shared cache next to the bucket", func(t *testing.T) {
 		token, id := newFaultUser(t, rs[0], "cache@example.com")
-		before := up.calls.Load()
+		before := up.Calls()
 		first := chat(t, rs[0], token, "what do replicas share?")
 		if first.status != http.StatusOK || first.body["from_cache"] != false {
 			t.Fatalf("first ask: %d %v", first.status, first.body)
 		}
 		var entries []string
 		waitFor(t, "the cache entry", func() bool {
-			entries = d.keys(t, prefix+redisCachePrefix+"*")
+			entries = d.keys(t, prefix+cli.RedisCachePrefix+"*")
 			return len(entries) >= 1
 		})
 		for _, i := range []int{1, 2} {
@@ -185,7 +186,7 @@ func testDeployment(t *testing.T, d redisDeployment) {
 				t.Errorf("repeat on replica %d: %d %v, want the cached answer", i, r.status, r.body)
 			}
 		}
-		if n := up.calls.Load() - before; n != 1 {
+		if n := up.Calls() - before; n != 1 {
 			t.Errorf("upstream called %d times for one question asked on 3 replicas, want 1", n)
 		}
 		// The entry shares the slot of the user's bucket, so one pipeline

@@ -1,4 +1,4 @@
-package cli
+package systemtest
 
 // Fault tests for what a Redis client's own behaviour can do to exact
 // limits: a command retried after its reply was lost, and a read timeout
@@ -37,7 +37,7 @@ func TestFaultRedisReplyLost(t *testing.T) {
 	cutOnce := func(token, needle, message string) {
 		t.Helper()
 		for attempt := 0; ; attempt++ {
-			dropped := proxy.cutAfter(needle)
+			dropped := proxy.CutAfter(needle)
 			r := chat(t, s, token, fmt.Sprintf("%s %d", message, attempt))
 			if r.status != http.StatusOK {
 				t.Fatalf("chat with its Redis command cut: %d %v", r.status, r.body)
@@ -92,9 +92,9 @@ func TestFaultSlowRedisWithinLimiterTimeout(t *testing.T) {
 	env["RATE_LIMIT_REDIS_TIMEOUT"] = "3s"
 	s := startServer(t, env)
 	token, _ := newFaultUser(t, s, "slow-default@example.com")
-	proxy.setLatency(150 * time.Millisecond)
+	proxy.SetLatency(150 * time.Millisecond)
 	got := burst(t, s, token, "slow", 7)
-	proxy.setLatency(0)
+	proxy.SetLatency(0)
 	t.Logf("statuses %v", got)
 	if logHas(s, "rate limiter: shared store unavailable, using fallback") {
 		t.Errorf("the limiter fell back from a Redis that answers in 150ms, with RATE_LIMIT_REDIS_TIMEOUT=3s")
