@@ -2,7 +2,6 @@ package systemtest
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/agentapi/agentapi/internal/redistest"
-	"github.com/agentapi/agentapi/internal/store"
 	"github.com/agentapi/agentapi/internal/testkit/fakeopenai"
 )
 
@@ -154,16 +152,7 @@ func TestShutdownCutsStreamButKeepsItsUsage(t *testing.T) {
 	if err := s.shutdown(t); err != nil {
 		t.Fatalf("shutdown: %v", err)
 	}
-	st, err := store.Open(context.Background(), db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	u, err := st.UserByEmail(context.Background(), "user@example.com")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := st.TokensUsed(context.Background(), u.ID, time.Now().Add(-time.Hour))
+	n, err := demoTokensUsed(t, db)
 	if err != nil || n == 0 {
 		t.Fatalf("tokens recorded for the cut stream: %d, %v", n, err)
 	}

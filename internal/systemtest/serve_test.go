@@ -139,6 +139,22 @@ func fakeOpenAI(t *testing.T, delay time.Duration) *fakeopenai.Server {
 		}})
 }
 
+// demoTokensUsed opens the database at db (a SQLite file, the server
+// stopped) and returns the tokens the demo user used in the last hour.
+func demoTokensUsed(t *testing.T, db string) (int64, error) {
+	t.Helper()
+	st, err := store.Open(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	u, err := st.UserByEmail(context.Background(), "user@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.TokensUsed(context.Background(), u.ID, time.Now().Add(-time.Hour))
+}
+
 // TestPrototypeFlow is the prototype's test_api.py, through the real program:
 // log in as the demo user, 15 chats (10 succeed, then 429), then the quota.
 func TestPrototypeFlow(t *testing.T) {
@@ -252,16 +268,7 @@ func TestGracefulShutdownDrains(t *testing.T) {
 	if r.status != 200 || r.body["response"] != "Hi! You said: slow" {
 		t.Fatalf("in-flight request during shutdown: %d %v", r.status, r.body)
 	}
-	st, err := store.Open(context.Background(), db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	u, err := st.UserByEmail(context.Background(), "user@example.com")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := st.TokensUsed(context.Background(), u.ID, time.Now().Add(-time.Hour))
+	n, err := demoTokensUsed(t, db)
 	if err != nil || n != 7 {
 		t.Fatalf("usage after shutdown: %d %v (want 7: recorded before exit)", n, err)
 	}
