@@ -15,11 +15,9 @@ package fakeopenai
 
 import (
 	"bytes"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -94,12 +92,18 @@ type Options struct {
 	Gate func(r *http.Request, i int)
 	// Models are the ids GET /v1/models lists (default "gpt-test").
 	Models []string
-	// Record keeps the last chat request's body and header (LastRequest).
+	// Embedding is every input's vector (default [0.1, -0.2, 0.3]), and
+	// EmbeddingTokens an embeddings call's prompt tokens (default 4).
+	Embedding       []float64
+	EmbeddingTokens int
+	// Record keeps the last request's body and header (LastRequest).
 	Record bool
-	// UsageNull puts "usage":null on every stream chunk before the usage
-	// chunk, as OpenAI does when the request asks for
-	// stream_options.include_usage.
-	UsageNull bool
+
+	// How streams look. OpenAI starts a stream with a chunk that gives the
+	// role (RoleChunk), sends the usage chunk only when the request asks
+	// for stream_options.include_usage (UsageWhenAsked), and then puts
+	// "usage":null on every other chunk (UsageNull: on every stream).
+	RoleChunk, UsageWhenAsked, UsageNull bool
 
 	// The shapes of the faults (zero: the defaults below).
 	SlowDelay time.Duration // a slow plain answer's delay
@@ -169,18 +173,20 @@ func FaultIn(body []byte) Fault {
 	return None
 }
 
-// Server is a running fake upstream.
+// Server is a running fake upstream. Every request with an accepted key
+// is counted (Calls) and, with Options.Record, kept (LastRequest).
 type Server struct {
 	// URL is its root ("http://127.0.0.1:port"); the OpenAI base URL is
 	// URL + "/v1".
 	URL string
 
-	opts    Options
-	srv     *http.Server
-	static  *rendered // every answer, when it depends on nothing in the request
-	release chan struct{}
-	once    sync.Once
-	bufs    sync.Pool
+	opts     Options
+	srv      *http.Server
+	override atomic.Pointer[http.HandlerFunc]
+	static   *rendered // every answer, when it depends on nothing in the request
+	release  chan struct{}
+	once     sync.Once
+	bufs     sync.Pool
 
 	latency, interval, chunks atomic.Int64
 
@@ -208,16 +214,9 @@ func Start(o Options) (*Server, error) {
 	s.chunks.Store(int64(o.Chunks))
 	s.bufs.New = func() any { return new(bytes.Buffer) }
 	if o.Respond == nil && o.Model != "" {
-		s.static = render(o.Model, s.fill(o.Answer), o.UsageNull)
+		s.static = s.render(o.Model, s.fill(o.Answer))
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/chat/completions", s.handleChat)
-	mux.HandleFunc("POST /v1/embeddings", s.handleEmbeddings)
-	mux.HandleFunc("GET /v1/models", s.handleModels)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, `{"error":{"message":"Unknown request URL: `+r.Method+` `+r.URL.Path+`","type":"invalid_request_error","param":null,"code":"unknown_url"}}`)
-	})
-	s.srv = &http.Server{Handler: s.authorize(mux), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ConnState: func(_ net.Conn, st http.ConnState) {
 			switch st {
 			case http.StateNew:
@@ -261,8 +260,18 @@ func (s *Server) SetLatency(d time.Duration)  { s.latency.Store(int64(d)) }
 func (s *Server) SetInterval(d time.Duration) { s.interval.Store(int64(d)) }
 func (s *Server) SetChunks(n int)             { s.chunks.Store(int64(n)) }
 
-// Calls is how many chat and embeddings calls the fake got (with an
-// accepted key).
+// Handle makes h answer every request from now on instead of the fake
+// (nil: the fake again), for a test that needs bytes no real upstream
+// sends; the fake still counts and records each request.
+func (s *Server) Handle(h http.HandlerFunc) {
+	if h == nil {
+		s.override.Store(nil)
+		return
+	}
+	s.override.Store(&h)
+}
+
+// Calls is how many requests the fake got with an accepted key.
 func (s *Server) Calls() int64 { return s.calls.Load() }
 
 // CallsOf is how many chat calls named model.
@@ -278,7 +287,7 @@ func (s *Server) Active() int64 { return s.active.Load() }
 // Conns is how many connections are open to the server now.
 func (s *Server) Conns() int64 { return s.conns.Load() }
 
-// LastRequest returns the last chat request's body and header (with
+// LastRequest returns the last request's body and header (with
 // Options.Record).
 func (s *Server) LastRequest() ([]byte, http.Header) {
 	s.mu.Lock()
@@ -292,279 +301,4 @@ func (s *Server) countsOf(model string) *modelCounts {
 	}
 	c, _ := s.models.LoadOrStore(model, new(modelCounts))
 	return c.(*modelCounts)
-}
-
-func (s *Server) authorize(next http.Handler) http.Handler {
-	if s.opts.Key == "" {
-		return next
-	}
-	want := "Bearer " + s.opts.Key
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != want {
-			writeError(w, http.StatusUnauthorized, `{"error":{"message":"Incorrect API key provided.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}`)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// fill gives an answer its defaults.
-func (s *Server) fill(a Answer) Answer {
-	if a.Text == "" && len(a.Words) == 0 && len(a.ToolCalls) == 0 {
-		a.Text = "one two three"
-	}
-	if a.Words == nil && a.Text != "" {
-		a.Words = strings.SplitAfter(a.Text, " ")
-	}
-	if a.Usage == (Usage{}) {
-		a.Usage = Usage{Prompt: 4, Completion: 3}
-	}
-	if a.StreamUsage == (Usage{}) {
-		a.StreamUsage = a.Usage
-	}
-	return a
-}
-
-// wait holds the answer for d, or until release is closed (a nil channel
-// never is), and reports false if the caller left first, counting it.
-func (s *Server) wait(r *http.Request, counts *modelCounts, d time.Duration, release <-chan struct{}) bool {
-	var after <-chan time.Time
-	if d > 0 {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		after = t.C
-	} else if release == nil && d == 0 {
-		return r.Context().Err() == nil
-	}
-	select {
-	case <-after:
-		return true
-	case <-release:
-		return true
-	case <-r.Context().Done():
-		counts.cancelled.Add(1)
-		return false
-	}
-}
-
-// hang waits until the caller leaves (true) or limit passes (false).
-func (s *Server) hang(r *http.Request, counts *modelCounts, limit time.Duration) bool {
-	t := time.NewTimer(limit)
-	defer t.Stop()
-	select {
-	case <-r.Context().Done():
-		counts.cancelled.Add(1)
-		return true
-	case <-t.C:
-		return false
-	}
-}
-
-func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
-	s.active.Add(1)
-	defer s.active.Add(-1)
-	n := s.calls.Add(1)
-	buf := s.bufs.Get().(*bytes.Buffer)
-	buf.Reset()
-	defer s.bufs.Put(buf)
-	if _, err := buf.ReadFrom(r.Body); err != nil {
-		writeError(w, http.StatusBadRequest, `{"error":{"message":"could not read the body","type":"invalid_request_error","param":null,"code":null}}`)
-		return
-	}
-	body := buf.Bytes()
-	req := Request{Call: n, Body: body, Header: r.Header}
-	fields := gjson.GetManyBytes(body, "model", "stream")
-	req.Model, req.Stream = fields[0].String(), fields[1].Bool()
-	counts := s.countsOf(req.Model)
-	counts.calls.Add(1)
-	if s.opts.Record {
-		s.mu.Lock()
-		s.lastReq, s.lastHdr = bytes.Clone(body), r.Header.Clone()
-		s.mu.Unlock()
-	}
-
-	out := s.static
-	var a Answer
-	if s.opts.Respond != nil {
-		a = s.opts.Respond(req)
-	} else {
-		a = s.opts.Answer
-	}
-	fault := FaultIn(body)
-	if fault == None {
-		fault = a.Fault
-	}
-	if out == nil || fault == Slow {
-		model := s.opts.Model
-		if model == "" {
-			model = req.Model
-		}
-		a = s.fill(a)
-		if fault == Slow && req.Stream {
-			a.Words = s.slowWords(a.Words)
-		}
-		out = render(model, a, s.opts.UsageNull)
-	}
-
-	switch fault {
-	case Status500:
-		writeError(w, http.StatusInternalServerError, `{"error":{"message":"injected fault at /srv/upstream/internal.py:42","type":"server_error","param":null,"code":null}}`)
-		return
-	case Status429:
-		w.Header()["Retry-After"] = []string{"1"}
-		writeError(w, http.StatusTooManyRequests, `{"error":{"message":"injected rate limit: slow down","type":"requests","param":null,"code":"rate_limit_exceeded"}}`)
-		return
-	case Hang:
-		if !s.hang(r, counts, or(s.opts.HangLimit, DefaultHangLimit)) {
-			writeError(w, http.StatusInternalServerError, `{"error":{"message":"hung past the fake's limit","type":"server_error","param":null,"code":null}}`)
-		}
-		return
-	case Slow:
-		if !req.Stream && !s.wait(r, counts, or(s.opts.SlowDelay, DefaultSlowDelay), nil) {
-			return
-		}
-	}
-	if !s.wait(r, counts, time.Duration(s.latency.Load()), nil) {
-		return
-	}
-	if !req.Stream {
-		h := w.Header()
-		h["Content-Type"] = []string{"application/json"}
-		h["Content-Length"] = []string{strconv.Itoa(len(out.plain))}
-		if fault == Cut {
-			w.Write(out.plain[:len(out.plain)/2])
-			http.NewResponseController(w).Flush()
-			panic(http.ErrAbortHandler) // net/http drops the connection and logs nothing
-		}
-		w.Write(out.plain)
-		return
-	}
-	s.stream(w, r, counts, out, fault)
-}
-
-func (s *Server) slowWords(words []string) []string {
-	if s.opts.SlowWords != nil {
-		return s.opts.SlowWords
-	}
-	out := make([]string, DefaultSlowChunks)
-	for i := range out {
-		out[i] = words[i%len(words)]
-	}
-	return out
-}
-
-func or[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
-}
-
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, counts *modelCounts, out *rendered, fault Fault) {
-	h := w.Header()
-	h["Content-Type"] = []string{"text/event-stream"}
-	h["Cache-Control"] = []string{"no-cache"}
-	rc := http.NewResponseController(w)
-	n := len(out.chunks)
-	if c := int(s.chunks.Load()); c > 0 && fault != Slow {
-		n = c
-	}
-	gap := time.Duration(s.interval.Load())
-	switch fault {
-	case Slow:
-		gap = or(s.opts.SlowGap, DefaultSlowGap)
-	case Cut:
-		n = min(n, or(s.opts.CutAfter, DefaultCutAfter))
-	}
-	for i := 0; i < n; i++ {
-		if i > 0 && gap > 0 && !s.wait(r, counts, gap, nil) {
-			return
-		}
-		if s.opts.Gate != nil {
-			s.opts.Gate(r, i)
-			if r.Context().Err() != nil {
-				counts.cancelled.Add(1)
-				return
-			}
-		}
-		if len(out.chunks) > 0 {
-			if _, err := w.Write(out.chunk(i)); err != nil {
-				return
-			}
-		}
-		if err := rc.Flush(); err != nil {
-			return
-		}
-		if i == 0 {
-			switch fault {
-			case Endless:
-				s.wait(r, counts, -1, nil)
-				return
-			case Held:
-				if !s.wait(r, counts, -1, s.release) {
-					return
-				}
-			}
-		}
-	}
-	if fault == Cut {
-		panic(http.ErrAbortHandler)
-	}
-	w.Write(out.end)
-	rc.Flush()
-}
-
-func (s *Server) handleEmbeddings(w http.ResponseWriter, r *http.Request) {
-	s.calls.Add(1)
-	body, _ := io.ReadAll(r.Body)
-	model := s.opts.Model
-	if model == "" {
-		model = gjson.GetBytes(body, "model").String()
-	}
-	inputs := 1
-	if in := gjson.GetBytes(body, "input"); in.IsArray() {
-		inputs = max(1, len(in.Array()))
-	}
-	var b []byte
-	b = append(b, `{"object":"list","data":[`...)
-	for i := range inputs {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, `{"object":"embedding","index":`...)
-		b = strconv.AppendInt(b, int64(i), 10)
-		b = append(b, `,"embedding":[0.1,-0.2,0.3]}`...)
-	}
-	b = append(b, `],"model":`...)
-	b = strconv.AppendQuote(b, model)
-	b = append(b, `,"usage":{"prompt_tokens":4,"total_tokens":4}}`...)
-	w.Header().Set("Content-Type", "application/json")
-	w.Write(b)
-}
-
-func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) {
-	ids := s.opts.Models
-	if len(ids) == 0 {
-		ids = []string{"gpt-test"}
-	}
-	var b []byte
-	b = append(b, `{"object":"list","data":[`...)
-	for i, id := range ids {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, `{"id":`...)
-		b = strconv.AppendQuote(b, id)
-		b = append(b, `,"object":"model","created":1735689600,"owned_by":"fakeopenai"}`...)
-	}
-	b = append(b, `]}`...)
-	w.Header().Set("Content-Type", "application/json")
-	w.Write(b)
-}
-
-func writeError(w http.ResponseWriter, status int, body string) {
-	w.Header()["Content-Type"] = []string{"application/json"}
-	w.WriteHeader(status)
-	io.WriteString(w, body)
 }

@@ -85,8 +85,8 @@ func TestOfficialSDKReadsEveryAnswer(t *testing.T) {
 	if err != nil || len(emb.Data) != 2 || len(emb.Data[1].Embedding) == 0 || emb.Usage.PromptTokens == 0 {
 		t.Fatalf("embeddings: %+v, %v", emb, err)
 	}
-	if up.Calls() != 5 || up.CallsOf("gpt-test") != 4 {
-		t.Errorf("calls %d, of gpt-test %d; want 5 and 4", up.Calls(), up.CallsOf("gpt-test"))
+	if up.Calls() != 6 || up.CallsOf("gpt-test") != 4 {
+		t.Errorf("calls %d, of gpt-test %d; want 6 (every request) and 4 (chats)", up.Calls(), up.CallsOf("gpt-test"))
 	}
 
 	wrong := sdk(up, "sk-wrong")
@@ -174,5 +174,40 @@ func TestFaultMarkers(t *testing.T) {
 		if got := fakeopenai.FaultIn(body); got != f {
 			t.Errorf("FaultIn(%s) = %s, want %s", body, got, f)
 		}
+	}
+}
+
+// TestStreamShapeAndHandle: with the stream options OpenAI's own streams
+// have, the role comes first and usage only when asked for; Handle
+// answers instead of the fake while the fake still counts and records.
+func TestStreamShapeAndHandle(t *testing.T) {
+	t.Parallel()
+	up := fakeopenai.New(t, fakeopenai.Options{RoleChunk: true, UsageWhenAsked: true, Record: true})
+	post := func(body string) string {
+		resp, err := http.Post(up.URL+"/v1/chat/completions", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	plain := post(`{"model":"m","stream":true}`)
+	if !strings.HasPrefix(plain, `data: {"id":"chatcmpl-fake","object":"chat.completion.chunk","created":1735689600,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""}`) ||
+		strings.Contains(plain, `"usage"`) || !strings.HasSuffix(plain, "data: [DONE]\n\n") {
+		t.Errorf("stream without include_usage: %s", plain)
+	}
+	if asked := post(`{"model":"m","stream":true,"stream_options":{"include_usage":true}}`); !strings.Contains(asked, `"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":3,"total_tokens":7}}`) {
+		t.Errorf("stream with include_usage: %s", asked)
+	}
+	up.Handle(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Write(append([]byte("raw:"), b...))
+	})
+	if got := post(`{"x":1}`); got != `raw:{"x":1}` {
+		t.Errorf("handled: %q", got)
+	}
+	if body, h := up.LastRequest(); string(body) != `{"x":1}` || h.Get("Content-Type") != "application/json" || up.Calls() != 3 {
+		t.Errorf("last request %q %v, calls %d", body, h, up.Calls())
 	}
 }

@@ -2,13 +2,14 @@ package fakeopenai
 
 import "strconv"
 
-// rendered is an answer in wire form: the plain body, each word's stream
-// chunk, and the stream's end (tool calls, the finish chunk, the usage
-// chunk and [DONE]).
+// rendered is an answer in wire form: the plain body, and a stream's
+// role chunk (nil without Options.RoleChunk), each word's chunk, its end
+// (tool calls and the finish chunk) and its usage chunk.
 type rendered struct {
-	plain  []byte
-	chunks [][]byte
-	end    []byte
+	plain      []byte
+	role       []byte
+	chunks     [][]byte
+	end, usage []byte
 }
 
 func (r *rendered) chunk(i int) []byte { return r.chunks[i%len(r.chunks)] }
@@ -18,10 +19,13 @@ const (
 	created  = `"created":1735689600`
 )
 
-// render puts a into wire form; usageNull adds "usage":null to every
-// chunk but the usage chunk.
-func render(model string, a Answer, usageNull bool) *rendered {
-	r := &rendered{plain: renderPlain(model, a), end: renderEnd(model, a, usageNull)}
+// render puts a into wire form, streams as the options say.
+func (s *Server) render(model string, a Answer) *rendered {
+	usageNull := s.opts.UsageNull
+	r := &rendered{plain: renderPlain(model, a), end: renderEnd(model, a, usageNull), usage: renderUsage(model, a.StreamUsage)}
+	if s.opts.RoleChunk {
+		r.role = renderChunk(model, []byte(`{"role":"assistant","content":""}`), "", usageNull)
+	}
 	for _, w := range a.Words {
 		delta := append([]byte(`{"content":`), strconv.Quote(w)...)
 		delta = append(delta, '}')
@@ -125,10 +129,14 @@ func renderEnd(model string, a Answer, usageNull bool) []byte {
 			b = append(b, renderChunk(model, delta, "", usageNull)...)
 		}
 	}
-	b = append(b, renderChunk(model, []byte(`{}`), finishReason(a), usageNull)...)
-	b = append(b, `data: {`+answerID+`,"object":"chat.completion.chunk",`+created+`,"model":`...)
+	return append(b, renderChunk(model, []byte(`{}`), finishReason(a), usageNull)...)
+}
+
+// renderUsage is the chunk with no choices that carries a stream's usage.
+func renderUsage(model string, u Usage) []byte {
+	b := []byte(`data: {` + answerID + `,"object":"chat.completion.chunk",` + created + `,"model":`)
 	b = strconv.AppendQuote(b, model)
 	b = append(b, `,"choices":[],"usage":`...)
-	b = appendUsage(b, a.StreamUsage)
-	return append(b, "}\n\ndata: [DONE]\n\n"...)
+	b = appendUsage(b, u)
+	return append(b, "}\n\n"...)
 }
