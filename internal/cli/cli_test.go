@@ -9,9 +9,8 @@ import (
 	"testing"
 
 	"github.com/agentapi/agentapi/internal/store"
+	"github.com/agentapi/agentapi/internal/testkit"
 )
-
-func mapEnv(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
 func TestStartRefusesBadConfig(t *testing.T) {
 	t.Parallel()
@@ -24,7 +23,7 @@ func TestStartRefusesBadConfig(t *testing.T) {
 		{map[string]string{"PORT": "x", "ALGORITHM": "none"}, []string{"PORT", "ALGORITHM"}},
 	}
 	for _, tc := range cases {
-		err := Run(context.Background(), []string{"serve"}, mapEnv(tc.env), strings.NewReader(""), io.Discard, io.Discard)
+		err := Run(context.Background(), []string{"serve"}, testkit.Env(tc.env), strings.NewReader(""), io.Discard, io.Discard)
 		if err == nil {
 			t.Fatalf("%v: started", tc.env)
 		}
@@ -39,7 +38,7 @@ func TestStartRefusesBadConfig(t *testing.T) {
 func TestUsersCommands(t *testing.T) {
 	t.Parallel()
 	db := filepath.Join(t.TempDir(), "u.db")
-	env := mapEnv(map[string]string{"DATABASE_URL": db})
+	env := testkit.Env(map[string]string{"DATABASE_URL": db})
 	var out bytes.Buffer
 	run := func(stdin string, args ...string) error {
 		out.Reset()

@@ -523,7 +523,7 @@ func TestHealthcheckFails(t *testing.T) {
 		"/health is 503":  u.Port(),
 	}
 	for name, port := range cases {
-		err := cli.Run(context.Background(), []string{"healthcheck"}, mapEnv(map[string]string{"PORT": port}), strings.NewReader(""), io.Discard, io.Discard)
+		err := cli.Run(context.Background(), []string{"healthcheck"}, testkit.Env(map[string]string{"PORT": port}), strings.NewReader(""), io.Discard, io.Discard)
 		if err == nil {
 			t.Errorf("%s: healthcheck succeeded", name)
 		}
@@ -1105,11 +1105,11 @@ func TestKubernetesManifests(t *testing.T) {
 	for k, v := range secret.StringData {
 		env[k] = v
 	}
-	if _, err := config.Load(mapEnv(env), ""); err == nil || !strings.Contains(err.Error(), "SECRET_KEY") {
+	if _, err := config.Load(testkit.Env(env), ""); err == nil || !strings.Contains(err.Error(), "SECRET_KEY") {
 		t.Errorf("the example Secret's placeholders load: %v; want SECRET_KEY refused", err)
 	}
 	env["SECRET_KEY"] = strings.Repeat("0123456789abcdef", 4)
-	cfg, err := config.Load(mapEnv(env), "")
+	cfg, err := config.Load(testkit.Env(env), "")
 	if err != nil {
 		t.Fatalf("ConfigMap with a real Secret: %v", err)
 	}

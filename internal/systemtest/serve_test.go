@@ -27,8 +27,6 @@ type server struct {
 	done chan error
 }
 
-func mapEnv(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
-
 // startServer runs `agentapi serve` with env and waits for its "listening" line.
 func startServer(t *testing.T, env map[string]string) *server {
 	t.Helper()
@@ -51,7 +49,7 @@ func launchServer(t *testing.T, env map[string]string) *server {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &server{out: &testkit.SyncBuffer{}, stop: cancel, done: make(chan error, 1)}
 	go func() {
-		s.done <- cli.Run(ctx, []string{"serve"}, mapEnv(own), strings.NewReader(""), s.out, io.Discard)
+		s.done <- cli.Run(ctx, []string{"serve"}, testkit.Env(own), strings.NewReader(""), s.out, io.Discard)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -235,7 +233,7 @@ func TestEmbeddedDefaults(t *testing.T) {
 	if !strings.Contains(s.out.String(), "mock model") {
 		t.Error("start-up log does not say the mock model answers")
 	}
-	if err := cli.Run(context.Background(), []string{"healthcheck"}, mapEnv(map[string]string{"HOST": "127.0.0.1", "PORT": strings.TrimPrefix(s.url[strings.LastIndex(s.url, ":"):], ":")}), strings.NewReader(""), io.Discard, io.Discard); err != nil {
+	if err := cli.Run(context.Background(), []string{"healthcheck"}, testkit.Env(map[string]string{"HOST": "127.0.0.1", "PORT": strings.TrimPrefix(s.url[strings.LastIndex(s.url, ":"):], ":")}), strings.NewReader(""), io.Discard, io.Discard); err != nil {
 		t.Fatalf("healthcheck against a live server: %v", err)
 	}
 }

@@ -25,6 +25,12 @@ type TB interface {
 	Fatalf(format string, args ...any)
 }
 
+// Env is a getenv that reads m, for running the program (cli.Run, the
+// config loader) with an environment of the test's own.
+func Env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
 // SyncBuffer is an io.Writer that collects what several goroutines write
 // (a server's log, say) and can be read while they write.
 type SyncBuffer struct {
