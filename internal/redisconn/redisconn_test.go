@@ -12,7 +12,6 @@ import (
 	"errors"
 	"log/slog"
 	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -132,12 +131,7 @@ func TestOpenErrors(t *testing.T) {
 
 func TestOpenDoesNotDial(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	c, err := Open(Options{Addr: l.Addr().String()})
+	c, err := Open(Options{Addr: testkit.SilentListener(t)})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}

@@ -190,10 +190,11 @@ type Server struct {
 
 	latency, interval, chunks atomic.Int64
 
-	calls  atomic.Int64
-	active atomic.Int64
-	conns  atomic.Int64
-	models sync.Map // model → *modelCounts
+	calls     atomic.Int64
+	cancelled atomic.Int64
+	active    atomic.Int64
+	conns     atomic.Int64
+	models    sync.Map // model → *modelCounts
 
 	mu      sync.Mutex
 	lastReq []byte
@@ -280,6 +281,10 @@ func (s *Server) CallsOf(model string) int64 { return s.countsOf(model).calls.Lo
 // CancelledOf is how many chat calls naming model ended because their
 // caller left before the answer did.
 func (s *Server) CancelledOf(model string) int64 { return s.countsOf(model).cancelled.Load() }
+
+// Cancelled is how many chat calls, of any model, ended because their
+// caller left before the answer did.
+func (s *Server) Cancelled() int64 { return s.cancelled.Load() }
 
 // Active is how many requests are being answered now.
 func (s *Server) Active() int64 { return s.active.Load() }

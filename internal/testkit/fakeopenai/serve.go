@@ -88,7 +88,7 @@ func (s *Server) wait(r *http.Request, counts *modelCounts, d time.Duration, rel
 	case <-release:
 		return true
 	case <-r.Context().Done():
-		counts.cancelled.Add(1)
+		s.cancel(counts)
 		return false
 	}
 }
@@ -203,7 +203,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, counts *modelCou
 		if s.opts.Gate != nil {
 			s.opts.Gate(r, i)
 			if r.Context().Err() != nil {
-				counts.cancelled.Add(1)
+				s.cancel(counts)
 				return
 			}
 		}
@@ -305,4 +305,10 @@ func writeError(w http.ResponseWriter, status int, body string) {
 	w.Header()["Content-Type"] = []string{"application/json"}
 	w.WriteHeader(status)
 	io.WriteString(w, body)
+}
+
+// cancel counts a call whose caller left.
+func (s *Server) cancel(counts *modelCounts) {
+	counts.cancelled.Add(1)
+	s.cancelled.Add(1)
 }
