@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/agentapi/agentapi/internal/llm"
+	"github.com/agentapi/agentapi/internal/testkit"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/go-cmp/cmp"
 )
@@ -202,8 +203,8 @@ func TestAuthenticationFailuresAre401AndFree(t *testing.T) {
 	if q["remaining"].(float64) != 3 {
 		t.Fatalf("failed authentications consumed quota: %v", q)
 	}
-	if a.upstream.calls.Load() != 0 {
-		t.Fatalf("upstream called %d times by unauthenticated requests", a.upstream.calls.Load())
+	if a.upstream.Calls() != 0 {
+		t.Fatalf("upstream called %d times by unauthenticated requests", a.upstream.Calls())
 	}
 }
 
@@ -218,9 +219,8 @@ func TestChatAndCache(t *testing.T) {
 	if diff := cmp.Diff(map[string]any{"response": "echo: Hello 0", "tokens_used": 12.0, "from_cache": false}, r.json(t)); diff != "" {
 		t.Fatalf("chat body (-want +got):\n%s", diff)
 	}
-	a.upstream.mu.Lock()
-	hdr, sent := a.upstream.lastHdr, string(a.upstream.lastReq)
-	a.upstream.mu.Unlock()
+	sentBody, hdr := a.upstream.LastRequest()
+	sent := string(sentBody)
 	if hdr.Get("Authorization") != "Bearer upstream-key-canary" {
 		t.Fatalf("upstream got Authorization %q; must be our key, never the user's token", hdr.Get("Authorization"))
 	}
@@ -232,7 +232,7 @@ func TestChatAndCache(t *testing.T) {
 	if diff := cmp.Diff(map[string]any{"response": "echo: Hello 0", "tokens_used": 0.0, "from_cache": true}, r.json(t)); diff != "" {
 		t.Fatalf("repeat (-want +got):\n%s", diff)
 	}
-	if n := a.upstream.calls.Load(); n != 1 {
+	if n := a.upstream.Calls(); n != 1 {
 		t.Fatalf("upstream called %d times, want 1 (second was a cache hit)", n)
 	}
 	// Another model is another answer.
@@ -242,7 +242,7 @@ func TestChatAndCache(t *testing.T) {
 	if r := a.do("POST", "/chat", other, map[string]string{"message": "Hello 0"}); r.json(t)["from_cache"] != false {
 		t.Fatalf("user scope leaked a cached answer across users: %s", r.body)
 	}
-	if n := a.upstream.calls.Load(); n != 3 {
+	if n := a.upstream.Calls(); n != 3 {
 		t.Fatalf("upstream calls %d, want 3", n)
 	}
 
@@ -259,8 +259,8 @@ func TestGlobalCacheScope(t *testing.T) {
 	a := newTestAPI(t, testOptions{cacheScope: "global"})
 	a.do("POST", "/chat", a.user("g1@example.com"), map[string]string{"message": "shared"})
 	r := a.do("POST", "/chat", a.user("g2@example.com"), map[string]string{"message": "shared"})
-	if r.json(t)["from_cache"] != true || a.upstream.calls.Load() != 1 {
-		t.Fatalf("global scope: %s, calls %d", r.body, a.upstream.calls.Load())
+	if r.json(t)["from_cache"] != true || a.upstream.Calls() != 1 {
+		t.Fatalf("global scope: %s, calls %d", r.body, a.upstream.Calls())
 	}
 }
 
@@ -288,8 +288,8 @@ func TestChatValidation(t *testing.T) {
 	if r := a.do("POST", "/chat", tok, map[string]string{"message": strings.Repeat("あ", 32000)}); r.status != 200 {
 		t.Errorf("32,000 characters must be accepted: %d", r.status)
 	}
-	if a.upstream.calls.Load() != 1 {
-		t.Fatalf("invalid requests reached the upstream: %d calls", a.upstream.calls.Load())
+	if a.upstream.Calls() != 1 {
+		t.Fatalf("invalid requests reached the upstream: %d calls", a.upstream.Calls())
 	}
 }
 
@@ -401,7 +401,7 @@ func TestUpstreamFailures(t *testing.T) {
 		{"garbage", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("<html>")) }, 502},
 	}
 	for i, tc := range cases {
-		a.upstream.set(tc.handler)
+		a.upstream.Handle(tc.handler)
 		r := a.do("POST", "/chat", tok, map[string]string{"message": "fail " + tc.name}, "X-Request-ID", fmt.Sprintf("req-%d", i))
 		m := r.json(t)
 		if r.status != tc.status || m["request_id"] != fmt.Sprintf("req-%d", i) || m["path"] != "/chat" {
@@ -422,7 +422,7 @@ func TestUpstreamFailures(t *testing.T) {
 		}
 	}
 	// Errors are not cached: the same message now succeeds.
-	a.upstream.set(openAIReply)
+	a.upstream.Handle(nil)
 	r := a.do("POST", "/chat", tok, map[string]string{"message": "fail 500"})
 	if r.status != 200 || r.json(t)["from_cache"] != false {
 		t.Fatalf("after recovery: %d %s", r.status, r.body)
@@ -434,7 +434,7 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	a := newTestAPI(t, testOptions{})
 	tok := a.user("kim@example.com")
 	cancelled := make(chan struct{}, 1)
-	a.upstream.set(func(w http.ResponseWriter, r *http.Request) {
+	a.upstream.Handle(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 			cancelled <- struct{}{}
@@ -445,7 +445,7 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	req, _ := http.NewRequestWithContext(ctx, "POST", a.srv.URL+"/chat", strings.NewReader(`{"message":"bye"}`))
 	req.Header.Set("Authorization", "Bearer "+tok)
 	go func() {
-		for a.upstream.calls.Load() == 0 {
+		for a.upstream.Calls() == 0 {
 			time.Sleep(5 * time.Millisecond)
 		}
 		cancel()
@@ -557,13 +557,8 @@ func TestCORS(t *testing.T) {
 	}
 }
 
+// waitFor polls cond for up to 5s, failing the test if it never holds.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Eventually(t, 5*time.Second, "the condition", cond)
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -64,7 +63,7 @@ func TestTierCaps(t *testing.T) {
 			}
 		}
 	}
-	if n := a.upstream.calls.Load(); n != 0 {
+	if n := a.upstream.Calls(); n != 0 {
 		t.Errorf("refused requests reached the upstream %d times", n)
 	}
 	if after := quota(); after != before {
@@ -208,9 +207,9 @@ func TestAdmitterAnswersDecisionAndLookup(t *testing.T) {
 			if r.status != c.status {
 				t.Fatalf("status %d, want %d: %s", r.status, c.status, r.body)
 			}
-			if adm.calls.Load() != 1 || cc.gets.Load() != c.wantGets || a.upstream.calls.Load() != c.wantUpstream {
+			if adm.calls.Load() != 1 || cc.gets.Load() != c.wantGets || a.upstream.Calls() != c.wantUpstream {
 				t.Errorf("admissions %d, cache gets %d, upstream calls %d; want 1, %d, %d",
-					adm.calls.Load(), cc.gets.Load(), a.upstream.calls.Load(), c.wantGets, c.wantUpstream)
+					adm.calls.Load(), cc.gets.Load(), a.upstream.Calls(), c.wantGets, c.wantUpstream)
 			}
 			if r.header.Get("Ratelimit-Policy") == "" {
 				t.Error("no RateLimit-Policy header")
@@ -234,10 +233,6 @@ func TestAdmitterAnswersDecisionAndLookup(t *testing.T) {
 		t.Parallel()
 		adm := &fakeAdmitter{}
 		a := newTestAPI(t, testOptions{cache: &countingCache{}, admitter: adm, capacity: 1})
-		a.upstream.set(func(w http.ResponseWriter, r *http.Request) {
-			body, _ := io.ReadAll(r.Body)
-			streamReply(w, body, nil)
-		})
 		tok := a.user("stream@example.com")
 		for i, want := range []int{200, 429} {
 			r := a.do("POST", "/v1/chat/completions", tok, `{"messages":[{"role":"user","content":"s"}],"stream":true}`)
@@ -332,7 +327,7 @@ func TestQuotaWithBudgetStoreDown(t *testing.T) {
 			t.Fatalf("chat with the budget store down, failing open: %d %s", r.status, r.body)
 		}
 		var tb map[string]any
-		waitForT(t, func() bool {
+		waitFor(t, func() bool {
 			r := a.do("GET", "/chat/quota", tok, nil)
 			if r.status != 200 {
 				t.Fatalf("quota: %d %s", r.status, r.body)

@@ -19,6 +19,7 @@ import (
 	"github.com/agentapi/agentapi/internal/llm"
 	"github.com/agentapi/agentapi/internal/ratelimit"
 	"github.com/agentapi/agentapi/internal/store"
+	"github.com/agentapi/agentapi/internal/testkit/fakeopenai"
 	"github.com/agentapi/agentapi/internal/tier"
 	"github.com/agentapi/agentapi/internal/usage"
 )
@@ -31,14 +32,8 @@ import (
 //
 //	go test -run '^$' -bench StreamFirstByte -benchtime 2000x ./internal/httpapi
 func BenchmarkStreamFirstByte(b *testing.B) {
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "text/event-stream")
-		io.WriteString(w, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n")
-		http.NewResponseController(w).Flush()
-		io.WriteString(w, "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,\"total_tokens\":2}}\n\ndata: [DONE]\n\n")
-	}))
-	defer up.Close()
+	up := fakeopenai.New(b, fakeopenai.Options{Model: "m",
+		Answer: fakeopenai.Answer{Text: "hi", Usage: fakeopenai.Usage{Prompt: 1, Completion: 1}}})
 
 	ctx := context.Background()
 	st, err := store.Open(ctx, filepath.Join(b.TempDir(), "bench.db"))

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/agentapi/agentapi/internal/llm"
 	"github.com/agentapi/agentapi/internal/store"
+	"github.com/agentapi/agentapi/internal/testkit"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 	"github.com/openai/openai-go/v3/shared"
@@ -33,70 +33,12 @@ func (panicProvider) Embeddings(context.Context, []byte) (*llm.Response, error) 
 
 func (panicProvider) Models(context.Context) ([]byte, error) { panic("secret internal detail") }
 
-// openAIUpstream answers like OpenAI on every endpoint the gateway uses:
-// the model list, embeddings, and chat completions plain, streamed, or
-// with a tool call when the request offers tools.
-func openAIUpstream(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(r.Body)
-	w.Header().Set("Content-Type", "application/json")
-	switch r.URL.Path {
-	case "/v1/models":
-		io.WriteString(w, `{"object":"list","data":[{"id":"up-model-1","object":"model","created":1,"owned_by":"up"},{"id":"up-model-2","object":"model","created":2,"owned_by":"up"}]}`)
-	case "/v1/embeddings":
-		fmt.Fprintf(w, `{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.5,-0.5]}],"model":%q,"usage":{"prompt_tokens":3,"total_tokens":3}}`,
-			gjson.GetBytes(body, "model").Str)
-	case "/v1/chat/completions":
-		switch {
-		case gjson.GetBytes(body, "stream").Bool():
-			streamReply(w, body, nil)
-		case gjson.GetBytes(body, "tools").Exists():
-			fmt.Fprintf(w, `{"id":"chatcmpl-t","object":"chat.completion","created":1,"model":%q,"choices":[{"index":0,"finish_reason":"tool_calls",`+
-				`"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]}}],`+
-				`"usage":{"prompt_tokens":20,"completion_tokens":10,"total_tokens":30}}`, gjson.GetBytes(body, "model").Str)
-		default:
-			fmt.Fprintf(w, `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":%q,"choices":[{"index":0,"finish_reason":"stop",`+
-				`"message":{"role":"assistant","content":%q}}],"usage":{"prompt_tokens":7,"completion_tokens":5,"total_tokens":12}}`,
-				gjson.GetBytes(body, "model").Str, "echo: "+lastMessage(body))
-		}
-	default:
-		w.WriteHeader(404)
-	}
-}
-
 func lastMessage(body []byte) string {
 	msgs := gjson.GetBytes(body, "messages").Array()
 	if len(msgs) == 0 {
 		return ""
 	}
 	return msgs[len(msgs)-1].Get("content").Str
-}
-
-// streamReply streams "echo: <last message>" word by word, then the usage
-// chunk when asked for, then [DONE]. between, when set, runs after each
-// content chunk (i counts them from 0) and may stall or fail the stream.
-func streamReply(w http.ResponseWriter, body []byte, between func(i int)) {
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.WriteHeader(200)
-	model := gjson.GetBytes(body, "model").Str
-	send := func(chunk string) {
-		fmt.Fprintf(w, "data: %s\n\n", chunk)
-		http.NewResponseController(w).Flush()
-	}
-	head := fmt.Sprintf(`{"id":"c1","object":"chat.completion.chunk","created":1,"model":%q,`, model)
-	send(head + `"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}`)
-	words := strings.SplitAfter("echo: "+lastMessage(body), " ")
-	for i, word := range words {
-		b, _ := json.Marshal(word)
-		send(head + `"choices":[{"index":0,"delta":{"content":` + string(b) + `},"finish_reason":null}]}`)
-		if between != nil {
-			between(i)
-		}
-	}
-	send(head + `"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}`)
-	if gjson.GetBytes(body, "stream_options.include_usage").Bool() {
-		send(head + `"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":5,"total_tokens":12}}`)
-	}
-	send("[DONE]")
 }
 
 // newKey creates an API key with the token and returns its id and secret.
@@ -127,15 +69,13 @@ func (a *testAPI) sdk(key string) openai.Client {
 
 // sentToUpstream is the body of the upstream's last request.
 func (a *testAPI) sentToUpstream() []byte {
-	a.upstream.mu.Lock()
-	defer a.upstream.mu.Unlock()
-	return a.upstream.lastReq
+	body, _ := a.upstream.LastRequest()
+	return body
 }
 
 func TestOpenAISDKAgainstGateway(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t, testOptions{capacity: 100})
-	a.upstream.set(openAIUpstream)
 	tok := a.user("sdk@example.com")
 	keyID, key := a.newKey(tok, "sdk")
 	client := a.sdk(key)
@@ -243,7 +183,6 @@ func TestV1PassesBodiesThroughAndCaches(t *testing.T) {
 	t.Parallel()
 	rec := &recordingUsage{}
 	a := newTestAPI(t, testOptions{capacity: 100, recorder: rec})
-	a.upstream.set(openAIUpstream)
 	tok := a.user("pass@example.com")
 	keyID, key := a.newKey(tok, "k")
 	body := `{"model":"gpt-x","messages":[{"role":"user","content":"hi"}],"temperature":0.25,"response_format":{"type":"json_object"},"x_vendor":{"a":[1,2]}}`
@@ -258,12 +197,12 @@ func TestV1PassesBodiesThroughAndCaches(t *testing.T) {
 	// byte for byte the first answer, and no tokens.
 	spaced := strings.ReplaceAll(strings.ReplaceAll(body, ",", ", "), ":", ": ")
 	hit := a.do("POST", "/v1/chat/completions", key, spaced)
-	if hit.status != 200 || string(hit.body) != string(r.body) || hit.header.Get("X-Cache") != "hit" || a.upstream.calls.Load() != 1 {
-		t.Fatalf("repeat: %d %v calls %d", hit.status, hit.header, a.upstream.calls.Load())
+	if hit.status != 200 || string(hit.body) != string(r.body) || hit.header.Get("X-Cache") != "hit" || a.upstream.Calls() != 1 {
+		t.Fatalf("repeat: %d %v calls %d", hit.status, hit.header, a.upstream.Calls())
 	}
 	// Cache-Control: no-cache goes to the model.
 	a.do("POST", "/v1/chat/completions", key, body, "Cache-Control", "no-cache")
-	if a.upstream.calls.Load() != 2 {
+	if a.upstream.Calls() != 2 {
 		t.Fatalf("no-cache was served from the cache")
 	}
 	// /chat's cache is separate even when the upstream request is identical.
@@ -295,7 +234,6 @@ func TestV1PassesBodiesThroughAndCaches(t *testing.T) {
 func TestV1ErrorsAreOpenAIShaped(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t, testOptions{capacity: 100, maxBody: 4096, models: []string{"test-model", "other"}})
-	a.upstream.set(openAIUpstream)
 	tok := a.user("err@example.com")
 	cases := []struct {
 		name         string
@@ -342,8 +280,8 @@ func TestV1ErrorsAreOpenAIShaped(t *testing.T) {
 			t.Errorf("%s: the prototype's error shape leaked into /v1: %s", tc.name, r.body)
 		}
 	}
-	if a.upstream.calls.Load() != 0 {
-		t.Fatalf("bad requests reached the upstream %d times", a.upstream.calls.Load())
+	if a.upstream.Calls() != 0 {
+		t.Fatalf("bad requests reached the upstream %d times", a.upstream.Calls())
 	}
 
 	// The upstream's own trouble.
@@ -367,7 +305,7 @@ func TestV1ErrorsAreOpenAIShaped(t *testing.T) {
 		}, 502, "api_error", "(request id v1-our key refused)"},
 	}
 	for _, tc := range upstreamCases {
-		a.upstream.set(tc.handler)
+		a.upstream.Handle(tc.handler)
 		r := a.do("POST", "/v1/chat/completions", tok, `{"model":"test-model","messages":[{"role":"user","content":"x"}]}`,
 			"X-Request-ID", "v1-"+strings.ReplaceAll(tc.name, " ", "-"))
 		var got openAIErrorBody
@@ -392,7 +330,6 @@ func deref(s *string) string {
 func TestV1RateLimitShared(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t, testOptions{capacity: 3})
-	a.upstream.set(openAIUpstream)
 	tok := a.user("rl@example.com")
 	_, key1 := a.newKey(tok, "one")
 	_, key2 := a.newKey(tok, "two")
@@ -414,7 +351,6 @@ func TestV1RateLimitShared(t *testing.T) {
 func TestModelsAllowlist(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t, testOptions{capacity: 100, models: []string{"test-model", "gpt-small", "org/model-x"}})
-	a.upstream.set(openAIUpstream)
 	tok := a.user("models@example.com")
 	r := a.do("GET", "/v1/models", tok, nil)
 	ids := gjson.GetBytes(r.body, "data.#.id").String()
@@ -434,7 +370,7 @@ func TestModelsAllowlist(t *testing.T) {
 	if r := a.do("POST", "/chat", tok, map[string]string{"message": "x", "model": "gpt-small"}); r.status != 200 {
 		t.Fatalf("/chat with an allowed model: %d %s", r.status, r.body)
 	}
-	if n := a.upstream.calls.Load(); n != 1 {
+	if n := a.upstream.Calls(); n != 1 {
 		t.Fatalf("upstream calls %d: the allowlist was not checked first, or the model list was fetched", n)
 	}
 }
@@ -442,14 +378,13 @@ func TestModelsAllowlist(t *testing.T) {
 func TestModelListFromUpstreamIsKept(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t, testOptions{})
-	a.upstream.set(openAIUpstream)
 	tok := a.user("list@example.com")
 	for range 3 {
 		if r := a.do("GET", "/v1/models", tok, nil); r.status != 200 || gjson.GetBytes(r.body, "data.1.id").Str != "up-model-2" {
 			t.Fatalf("models: %d %s", r.status, r.body)
 		}
 	}
-	if n := a.upstream.calls.Load(); n != 1 {
+	if n := a.upstream.Calls(); n != 1 {
 		t.Fatalf("upstream asked %d times for its model list, want once a minute", n)
 	}
 }
@@ -502,7 +437,6 @@ func (a *testAPI) stream(ctx context.Context, path, token, body string) *http.Re
 func TestV1StreamHidesTheUsageChunkItAskedFor(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t, testOptions{})
-	a.upstream.set(openAIUpstream)
 	tok := a.user("hidden@example.com")
 	resp := a.stream(context.Background(), "/v1/chat/completions", tok,
 		`{"model":"m","stream":true,"messages":[{"role":"user","content":"one two"}]}`)
@@ -537,15 +471,12 @@ func TestV1StreamPassesChunksAsTheyCome(t *testing.T) {
 	a := newTestAPI(t, testOptions{})
 	tok := a.user("live@example.com")
 	release := make(chan struct{})
-	a.upstream.set(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		streamReply(w, body, func(i int) {
-			if i == 0 {
-				// Hold the rest until the client has the first word: if
-				// the gateway buffered, the test would never get here.
-				<-release
-			}
-		})
+	a.upstream.SetGate(func(r *http.Request, i int) {
+		if i == 1 {
+			// Hold the rest until the client has the first word: if
+			// the gateway buffered, the test would never get here.
+			<-release
+		}
 	})
 	resp := a.stream(context.Background(), "/v1/chat/completions", tok,
 		`{"model":"m","stream":true,"messages":[{"role":"user","content":"a b c"}]}`)
@@ -565,16 +496,10 @@ func TestV1StreamClientDisconnectCancelsUpstreamAndCounts(t *testing.T) {
 	rec := &recordingUsage{}
 	a := newTestAPI(t, testOptions{recorder: rec})
 	tok := a.user("gone@example.com")
-	cancelled := make(chan struct{})
-	a.upstream.set(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		streamReply(w, body, func(i int) {
-			if i == 1 {
-				<-r.Context().Done() // generate forever, until cancelled
-				close(cancelled)
-				panic(http.ErrAbortHandler)
-			}
-		})
+	a.upstream.SetGate(func(r *http.Request, i int) {
+		if i == 2 {
+			<-r.Context().Done() // generate forever, until cancelled
+		}
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	resp := a.stream(ctx, "/v1/chat/completions", tok,
@@ -584,13 +509,9 @@ func TestV1StreamClientDisconnectCancelsUpstreamAndCounts(t *testing.T) {
 	})
 	cancel()
 	resp.Body.Close()
-	select {
-	case <-cancelled:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the upstream call was not cancelled when the client left")
-	}
+	testkit.Eventually(t, 5*time.Second, "the upstream call to be cancelled when the client left", func() bool { return a.upstream.Cancelled() == 1 })
 	// No usage chunk came: the tokens so far are estimated and recorded.
-	waitForT(t, func() bool { return len(rec.all()) == 1 })
+	waitFor(t, func() bool { return len(rec.all()) == 1 })
 	u := rec.all()[0]
 	if u.CompletionTokens != llm.EstimateTokens("echo: never ") || u.PromptTokens <= 0 || u.Model != "m" {
 		t.Fatalf("usage recorded %+v", u)
@@ -603,13 +524,10 @@ func TestV1StreamUpstreamFailsMidway(t *testing.T) {
 	a := newTestAPI(t, testOptions{recorder: rec})
 	tok := a.user("midway@example.com")
 	_, key := a.newKey(tok, "k")
-	a.upstream.set(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		streamReply(w, body, func(i int) {
-			if i == 1 {
-				panic(http.ErrAbortHandler) // the connection drops mid-answer
-			}
-		})
+	a.upstream.SetGate(func(r *http.Request, i int) {
+		if i == 2 {
+			panic(http.ErrAbortHandler) // the connection drops mid-answer
+		}
 	})
 	client := a.sdk(key)
 	stream := client.Chat.Completions.NewStreaming(context.Background(), openai.ChatCompletionNewParams{
@@ -627,7 +545,7 @@ func TestV1StreamUpstreamFailsMidway(t *testing.T) {
 	if text.String() != "echo: cut " {
 		t.Fatalf("text before the failure %q", text.String())
 	}
-	waitForT(t, func() bool { return len(rec.all()) == 1 })
+	waitFor(t, func() bool { return len(rec.all()) == 1 })
 	if u := rec.all()[0]; u.CompletionTokens != llm.EstimateTokens("echo: cut ") {
 		t.Fatalf("usage %+v", u)
 	}
@@ -637,25 +555,23 @@ func TestStreamRetriedBeforeFirstByte(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t, testOptions{routed: &llm.RouterOptions{BackoffBase: time.Millisecond, BackoffMax: 2 * time.Millisecond}})
 	tok := a.user("retry@example.com")
-	a.upstream.set(func(w http.ResponseWriter, r *http.Request) {
-		if a.upstream.calls.Load() == 1 {
+	a.upstream.Handle(func(w http.ResponseWriter, r *http.Request) {
+		if a.upstream.Calls() == 1 {
 			// Drop the first connection without a word.
 			conn, _, _ := http.NewResponseController(w).Hijack()
 			conn.Close()
 			return
 		}
-		if a.upstream.calls.Load() == 2 {
-			w.WriteHeader(503)
-			return
-		}
-		openAIUpstream(w, r)
+		// A 503 to the second call; the fake itself answers the third.
+		a.upstream.Handle(nil)
+		w.WriteHeader(503)
 	})
 	resp := a.stream(context.Background(), "/v1/chat/completions", tok,
 		`{"model":"m","stream":true,"messages":[{"role":"user","content":"third time lucky"}]}`)
 	defer resp.Body.Close()
 	events := readEvents(t, resp.Body, nil)
-	if resp.StatusCode != 200 || len(events) == 0 || events[len(events)-1].data != "[DONE]" || a.upstream.calls.Load() != 3 {
-		t.Fatalf("%d, %d events after %d upstream calls", resp.StatusCode, len(events), a.upstream.calls.Load())
+	if resp.StatusCode != 200 || len(events) == 0 || events[len(events)-1].data != "[DONE]" || a.upstream.Calls() != 3 {
+		t.Fatalf("%d, %d events after %d upstream calls", resp.StatusCode, len(events), a.upstream.Calls())
 	}
 }
 
@@ -664,7 +580,7 @@ func TestStreamStallBeforeFirstEventIs504(t *testing.T) {
 	a := newTestAPI(t, testOptions{timeout: 200 * time.Millisecond, routed: &llm.RouterOptions{Timeout: 200 * time.Millisecond}})
 	tok := a.user("stall@example.com")
 	cancelled := make(chan struct{}, 1)
-	a.upstream.set(func(w http.ResponseWriter, r *http.Request) {
+	a.upstream.Handle(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.WriteHeader(200)
 		http.NewResponseController(w).Flush()
@@ -685,7 +601,6 @@ func TestStreamStallBeforeFirstEventIs504(t *testing.T) {
 func TestChatStream(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t, testOptions{})
-	a.upstream.set(openAIUpstream)
 	tok := a.user("chatstream@example.com")
 	resp := a.stream(context.Background(), "/chat", tok, `{"message":"hello there","stream":true}`)
 	defer resp.Body.Close()
@@ -712,9 +627,10 @@ func TestChatStream(t *testing.T) {
 	})
 
 	// Failing midway ends with an error event.
-	a.upstream.set(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		streamReply(w, body, func(i int) { panic(http.ErrAbortHandler) })
+	a.upstream.SetGate(func(r *http.Request, i int) {
+		if i == 1 {
+			panic(http.ErrAbortHandler)
+		}
 	})
 	resp2 := a.stream(context.Background(), "/chat", tok, `{"message":"fail","stream":true}`)
 	defer resp2.Body.Close()
@@ -724,7 +640,7 @@ func TestChatStream(t *testing.T) {
 		t.Fatalf("events %+v", events)
 	}
 	// Errors before the stream starts are ordinary JSON errors.
-	a.upstream.set(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) })
+	a.upstream.Handle(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) })
 	if r := a.do("POST", "/chat", tok, map[string]any{"message": "x", "stream": true}); r.status != 502 || r.json(t)["path"] != "/chat" {
 		t.Fatalf("failure before the first event: %d %s", r.status, r.body)
 	}
@@ -751,11 +667,6 @@ func TestStreamWithMockProvider(t *testing.T) {
 	})
 }
 
-func waitForT(t *testing.T, cond func() bool) {
-	t.Helper()
-	waitFor(t, cond)
-}
-
 // TestStreamToAClientThatStopsReading checks the per-write deadline: a
 // client that stops reading cannot hold a stream (and its upstream call)
 // open, although the server has no overall write timeout.
@@ -766,7 +677,7 @@ func TestStreamToAClientThatStopsReading(t *testing.T) {
 	tok := a.user("stuck@example.com")
 	cancelled := make(chan struct{})
 	chunk := `data: {"choices":[{"index":0,"delta":{"content":"` + strings.Repeat("x", 32<<10) + `"}}]}` + "\n\n"
-	a.upstream.set(func(w http.ResponseWriter, r *http.Request) {
+	a.upstream.Handle(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		// Far more than socket buffers hold: the gateway's writes to the
 		// client must block, and the deadline must end them.

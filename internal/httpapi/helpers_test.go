@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,14 +23,17 @@ import (
 	"github.com/agentapi/agentapi/internal/metrics"
 	"github.com/agentapi/agentapi/internal/ratelimit"
 	"github.com/agentapi/agentapi/internal/store"
+	"github.com/agentapi/agentapi/internal/testkit"
+	"github.com/agentapi/agentapi/internal/testkit/fakeopenai"
 	"github.com/agentapi/agentapi/internal/tier"
 	"github.com/agentapi/agentapi/internal/usage"
+	"github.com/tidwall/gjson"
 )
 
-// syncBuffer is a log sink safe for concurrent writers.
+// syncBuffer is the test server's log: a testkit.SyncBuffer whose
+// access-log lines can be held back.
 type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	testkit.SyncBuffer
 	// hold, while set, makes each access-log line wait until it is closed.
 	hold atomic.Pointer[chan struct{}]
 }
@@ -40,69 +42,27 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	if h := s.hold.Load(); h != nil && bytes.Contains(p, []byte(`"msg":"request"`)) {
 		<-*h
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
+	return s.SyncBuffer.Write(p)
 }
 
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// fakeUpstream is an OpenAI-compatible server whose behaviour a test sets.
-type fakeUpstream struct {
-	*httptest.Server
-	calls   atomic.Int64
-	mu      sync.Mutex
-	handler http.HandlerFunc
-	lastReq []byte
-	lastHdr http.Header
-}
-
-func newFakeUpstream(t *testing.T) *fakeUpstream {
-	f := &fakeUpstream{}
-	f.handler = openAIReply
-	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		f.calls.Add(1)
-		b, _ := io.ReadAll(r.Body)
-		f.mu.Lock()
-		f.lastReq, f.lastHdr = b, r.Header.Clone()
-		h := f.handler
-		f.mu.Unlock()
-		r.Body = io.NopCloser(bytes.NewReader(b))
-		h(w, r)
-	}))
-	t.Cleanup(f.Close)
-	return f
-}
-
-func (f *fakeUpstream) set(h http.HandlerFunc) {
-	f.mu.Lock()
-	f.handler = h
-	f.mu.Unlock()
-}
-
-// openAIReply answers a chat completion echoing the last message.
-func openAIReply(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Model    string `json:"model"`
-		Messages []struct {
-			Content string `json:"content"`
-		} `json:"messages"`
-	}
-	json.NewDecoder(r.Body).Decode(&req)
-	msg := ""
-	if n := len(req.Messages); n > 0 {
-		msg = req.Messages[n-1].Content
-	}
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(map[string]any{
-		"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": req.Model,
-		"choices": []any{map[string]any{"index": 0, "finish_reason": "stop",
-			"message": map[string]any{"role": "assistant", "content": "echo: " + msg}}},
-		"usage": map[string]any{"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12},
+// newFakeUpstream is the fake OpenAI of every handler test: it answers
+// like OpenAI on every endpoint the gateway uses (two models, embeddings
+// of two numbers and 3 tokens, chat completions plain and streamed that
+// echo the last message with 7+5 tokens, and a get_weather tool call
+// with 20+10 when the request offers tools), and keeps the last request.
+// A test that needs other bytes sets them with Handle.
+func newFakeUpstream(t *testing.T) *fakeopenai.Server {
+	return fakeopenai.New(t, fakeopenai.Options{
+		Record: true, RoleChunk: true, UsageWhenAsked: true,
+		Models:    []string{"up-model-1", "up-model-2"},
+		Embedding: []float64{0.5, -0.5}, EmbeddingTokens: 3,
+		Respond: func(r fakeopenai.Request) fakeopenai.Answer {
+			if gjson.GetBytes(r.Body, "tools").Exists() {
+				return fakeopenai.Answer{Usage: fakeopenai.Usage{Prompt: 20, Completion: 10},
+					ToolCalls: []fakeopenai.ToolCall{{ID: "call_1", Name: "get_weather", Arguments: `{"city":"Paris"}`}}}
+			}
+			return fakeopenai.Answer{Text: "echo: " + r.LastMessage(), Usage: fakeopenai.Usage{Prompt: 7, Completion: 5}}
+		},
 	})
 }
 
@@ -110,7 +70,7 @@ type testAPI struct {
 	t        *testing.T
 	srv      *httptest.Server
 	store    *store.Store
-	upstream *fakeUpstream
+	upstream *fakeopenai.Server
 	tokens   *auth.Tokens
 	hasher   *auth.Hasher
 	logs     *syncBuffer

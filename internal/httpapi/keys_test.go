@@ -15,7 +15,6 @@ import (
 func TestAPIKeyLifecycle(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t, testOptions{capacity: 100})
-	a.upstream.set(openAIUpstream)
 	tok := a.user("keys@example.com")
 	ctx := context.Background()
 
@@ -143,8 +142,6 @@ func TestRevocationReachesOtherReplicas(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t, testOptions{capacity: 1000})
 	b := newTestAPI(t, testOptions{capacity: 1000, store: a.store})
-	a.upstream.set(openAIUpstream)
-	b.upstream.set(openAIUpstream)
 	tok := a.user("replicas@example.com")
 	id, key := a.newKey(tok, "shared")
 	// Replica b has the key cached as good.
@@ -161,7 +158,6 @@ func TestRevocationReachesOtherReplicas(t *testing.T) {
 func TestDisabledOwnerStopsKeys(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t, testOptions{capacity: 1000})
-	a.upstream.set(openAIUpstream)
 	tok := a.user("disabled@example.com")
 	_, key := a.newKey(tok, "k")
 	if r := a.do("GET", "/v1/models", key, nil); r.status != 200 {
@@ -195,7 +191,6 @@ func TestAPIKeysDoNotGrantAdmin(t *testing.T) {
 func TestTokenBudget(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t, testOptions{capacity: 100, budgetFree: 30})
-	a.upstream.set(openAIUpstream)
 	tok := a.user("budget@example.com")
 	_, key := a.newKey(tok, "k")
 	// Each call uses 12 tokens: 0, 12 and 24 are below 30, so three start.
@@ -215,7 +210,7 @@ func TestTokenBudget(t *testing.T) {
 	if v1.status != 429 || gjson.GetBytes(v1.body, "error.code").Str != "insufficient_quota" || !strings.Contains(gjson.GetBytes(v1.body, "error.message").Str, "free tier") {
 		t.Fatalf("/v1 past the budget: %d %s", v1.status, v1.body)
 	}
-	if calls := a.upstream.calls.Load(); calls != 3 {
+	if calls := a.upstream.Calls(); calls != 3 {
 		t.Fatalf("upstream called %d times, want 3", calls)
 	}
 	// Answers from the cache generate nothing and are still served.
@@ -236,7 +231,6 @@ func TestTokenBudget(t *testing.T) {
 func TestQuotaWithoutBudget(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t, testOptions{})
-	a.upstream.set(openAIUpstream)
 	tok := a.user("nobudget@example.com")
 	a.do("POST", "/chat", tok, map[string]string{"message": "count me"})
 	waitFor(t, func() bool {
@@ -249,7 +243,6 @@ func TestQuotaWithoutBudget(t *testing.T) {
 func TestUsageReport(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t, testOptions{capacity: 100})
-	a.upstream.set(openAIUpstream)
 	tok := a.user("report@example.com")
 	a.do("POST", "/chat", tok, map[string]string{"message": "a"})
 	a.do("POST", "/chat", tok, map[string]string{"message": "b", "model": "other"})

@@ -89,6 +89,7 @@ type Options struct {
 	Latency, Interval time.Duration
 	// Gate, when set, runs before each content chunk i (from 0) of a
 	// stream and may hold it; the stream ends if the caller left meanwhile.
+	// SetGate changes it.
 	Gate func(r *http.Request, i int)
 	// Models are the ids GET /v1/models lists (default "gpt-test").
 	Models []string
@@ -183,6 +184,7 @@ type Server struct {
 	opts     Options
 	srv      *http.Server
 	override atomic.Pointer[http.HandlerFunc]
+	gate     atomic.Pointer[func(r *http.Request, i int)]
 	static   *rendered // every answer, when it depends on nothing in the request
 	release  chan struct{}
 	once     sync.Once
@@ -210,6 +212,9 @@ func Start(o Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{URL: "http://" + ln.Addr().String(), opts: o, release: make(chan struct{})}
+	if o.Gate != nil {
+		s.gate.Store(&o.Gate)
+	}
 	s.latency.Store(int64(o.Latency))
 	s.interval.Store(int64(o.Interval))
 	s.chunks.Store(int64(o.Chunks))
@@ -270,6 +275,16 @@ func (s *Server) Handle(h http.HandlerFunc) {
 		return
 	}
 	s.override.Store(&h)
+}
+
+// SetGate sets Options.Gate for the streams that start from now on (nil:
+// none).
+func (s *Server) SetGate(g func(r *http.Request, i int)) {
+	if g == nil {
+		s.gate.Store(nil)
+		return
+	}
+	s.gate.Store(&g)
 }
 
 // Calls is how many requests the fake got with an accepted key.

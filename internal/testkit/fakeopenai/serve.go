@@ -182,6 +182,10 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, counts *modelCou
 	h["Content-Type"] = []string{"text/event-stream"}
 	h["Cache-Control"] = []string{"no-cache"}
 	rc := http.NewResponseController(w)
+	var gate func(*http.Request, int)
+	if g := s.gate.Load(); g != nil {
+		gate = *g
+	}
 	if out.role != nil {
 		w.Write(out.role)
 	}
@@ -200,8 +204,8 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, counts *modelCou
 		if i > 0 && gap > 0 && !s.wait(r, counts, gap, nil) {
 			return
 		}
-		if s.opts.Gate != nil {
-			s.opts.Gate(r, i)
+		if gate != nil {
+			gate(r, i)
 			if r.Context().Err() != nil {
 				s.cancel(counts)
 				return
