@@ -191,7 +191,7 @@ func testDeployment(t *testing.T, d redisDeployment) {
 		}
 		// The entry shares the slot of the user's bucket, so one pipeline
 		// to one node carries the decision and the lookup.
-		bucket := prefix + redisLimitPrefix + "user:" + id
+		bucket := prefix + cli.RedisLimitPrefix + "user:" + id
 		for _, e := range entries {
 			if !strings.Contains(e, id) {
 				continue // another test's user
@@ -219,9 +219,9 @@ func testDeployment(t *testing.T, d redisDeployment) {
 			}
 			return true
 		})
-		if marks := d.keys(t, prefix+redisBudgetPrefix+"call:*"); len(marks) == 0 {
+		if marks := d.keys(t, prefix+cli.RedisBudgetPrefix+"call:*"); len(marks) == 0 {
 			t.Error("no budget call marks in Redis")
-		} else if counter := d.keys(t, prefix+redisBudgetPrefix+id+":*"); len(counter) != 1 {
+		} else if counter := d.keys(t, prefix+cli.RedisBudgetPrefix+id+":*"); len(counter) != 1 {
 			t.Errorf("budget counters of the user: %v, want one (its name unchanged: <prefix>budget:<user>:<day>)", counter)
 		}
 
@@ -240,7 +240,7 @@ func testDeployment(t *testing.T, d redisDeployment) {
 
 	t.Run("primary killed under load", func(t *testing.T) {
 		victim, victimID := newFaultUser(t, rs[2], "victim@example.com")
-		victimKey := prefix + redisLimitPrefix + "user:" + victimID
+		victimKey := prefix + cli.RedisLimitPrefix + "user:" + victimID
 		others := make([]string, 3)
 		for i := range others {
 			others[i], _ = newFaultUser(t, rs[i], fmt.Sprintf("load%d@example.com", i))
@@ -294,7 +294,7 @@ func testDeployment(t *testing.T, d redisDeployment) {
 		})
 		// The limit is exact again, also for buckets on the promoted node.
 		exact(t, "after", func(id string) bool {
-			return d.sameNode(t, prefix+redisLimitPrefix+"user:"+id, victimKey)
+			return d.sameNode(t, prefix+cli.RedisLimitPrefix+"user:"+id, victimKey)
 		})
 	})
 	assertJSONLogs(t, rs)
