@@ -327,7 +327,6 @@ func TestResponsesRefusesBadRequestsAndSpendsNothing(t *testing.T) {
 func TestResponsesUsageRecorded(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t, testOptions{capacity: 100})
-	a.upstream.set(openAIUpstream)
 	tok := a.user("usage-r@example.com")
 	_, key := a.newKey(tok, "k")
 	client := a.sdk(key)
@@ -352,22 +351,11 @@ func TestResponsesDisconnectStoresIncomplete(t *testing.T) {
 	t.Parallel()
 	a := newTestAPI(t, testOptions{capacity: 100})
 	released := make(chan struct{})
-	a.upstream.set(func(w http.ResponseWriter, r *http.Request) {
-		body := make([]byte, 0, 512)
-		buf := make([]byte, 512)
-		for {
-			n, err := r.Body.Read(buf)
-			body = append(body, buf[:n]...)
-			if err != nil {
-				break
-			}
+	a.upstream.SetGate(func(r *http.Request, i int) {
+		if i == 2 {
+			<-r.Context().Done() // hold the stream until we are cancelled
+			close(released)
 		}
-		streamReply(w, body, func(i int) {
-			if i == 1 {
-				<-r.Context().Done() // hold the stream until we are cancelled
-				close(released)
-			}
-		})
 	})
 	tok := a.user("cut@example.com")
 	ctx, cancel := context.WithCancel(context.Background())
