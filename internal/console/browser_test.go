@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,14 +21,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentapi/agentapi/internal/cli"
+	"github.com/agentapi/agentapi/internal/console"
+	"github.com/agentapi/agentapi/internal/testkit"
+	"github.com/agentapi/agentapi/internal/testkit/fakeopenai"
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
 	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
-
-	"github.com/agentapi/agentapi/internal/cli"
-	"github.com/agentapi/agentapi/internal/console"
+	"github.com/tidwall/gjson"
 )
 
 //go:embed testdata/axe.min.js
@@ -61,80 +62,24 @@ func findChromium() string {
 	return ""
 }
 
-// upstream is an OpenAI-like model that streams its answer a word at a
+// newUpstream is an OpenAI-like model that streams its answer a word at a
 // time, slowly enough for the page to show it growing; a prompt containing
-// "forever" streams until the request is cancelled, which it reports.
-type upstream struct {
-	*httptest.Server
-	cancelled chan struct{}
-}
-
-func newUpstream(t *testing.T) *upstream {
-	u := &upstream{cancelled: make(chan struct{}, 4)}
-	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Stream   bool `json:"stream"`
-			Messages []struct {
-				Content string `json:"content"`
-			} `json:"messages"`
-		}
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || len(req.Messages) == 0 {
-			http.Error(w, `{"error":{"message":"bad request"}}`, http.StatusBadRequest)
-			return
-		}
-		last := req.Messages[len(req.Messages)-1].Content
-		words := strings.Fields(fmt.Sprintf("You said %q after %d messages and this answer arrives one word at a time", last, len(req.Messages)))
-		if !req.Stream {
-			w.Header().Set("Content-Type", "application/json")
-			fmt.Fprintf(w, `{"id":"c1","object":"chat.completion","model":%q,"choices":[{"index":0,"message":{"role":"assistant","content":%q},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":%d,"total_tokens":%d}}`,
-				model, strings.Join(words, " "), len(words), 5+len(words))
-			return
-		}
-		w.Header().Set("Content-Type", "text/event-stream")
-		fl := w.(http.Flusher)
-		forever := strings.Contains(last, "forever")
-		for i := 0; forever || i < len(words); i++ {
-			word := "more"
-			if i < len(words) {
-				word = words[i]
+// "forever" streams until the request is cancelled, which it counts.
+func newUpstream(t *testing.T) *fakeopenai.Server {
+	return fakeopenai.New(t, fakeopenai.Options{
+		Model:    model,
+		Interval: 120 * time.Millisecond,
+		Respond: func(r fakeopenai.Request) fakeopenai.Answer {
+			last := r.LastMessage()
+			n := gjson.GetBytes(r.Body, "messages.#").Int()
+			text := strings.Join(strings.Fields(fmt.Sprintf("You said %q after %d messages and this answer arrives one word at a time", last, n)), " ")
+			a := fakeopenai.Answer{Text: text, Usage: fakeopenai.Usage{Prompt: 5, Completion: len(strings.Fields(text))}}
+			if strings.Contains(last, "forever") {
+				a.Fault = fakeopenai.Endless
 			}
-			if i > 0 {
-				word = " " + word
-			}
-			b, _ := json.Marshal(word)
-			fmt.Fprintf(w, "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":%q,\"choices\":[{\"index\":0,\"delta\":{\"content\":%s}}]}\n\n", model, b)
-			fl.Flush()
-			select {
-			case <-time.After(120 * time.Millisecond):
-			case <-r.Context().Done():
-				u.cancelled <- struct{}{}
-				return
-			}
-		}
-		fmt.Fprintf(w, "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":%q,\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n", model)
-		fmt.Fprintf(w, "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":%q,\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":%d,\"total_tokens\":%d}}\n\n", model, len(words), 5+len(words))
-		fmt.Fprint(w, "data: [DONE]\n\n")
-		fl.Flush()
-	}))
-	t.Cleanup(u.Close)
-	return u
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+			return a
+		},
+	})
 }
 
 // startService runs `agentapi users create` for the admin and then
@@ -157,7 +102,7 @@ func startService(t *testing.T, upstreamURL string) string {
 		cancel()
 		t.Fatalf("users create: %v", err)
 	}
-	out := &syncBuffer{}
+	out := &testkit.SyncBuffer{}
 	done := make(chan error, 1)
 	go func() { done <- cli.Run(ctx, []string{"serve"}, getenv, strings.NewReader(""), out, io.Discard) }()
 	t.Cleanup(func() {
@@ -575,11 +520,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		person.click("#chat-send")
 		person.wait("the endless answer to start", `(() => { const a = document.querySelectorAll('#transcript li.assistant'); return a.length === 3 && a[2].querySelector('.text').textContent.length > 0; })()`)
 		person.click("#chat-stop")
-		select {
-		case <-up.cancelled:
-		case <-time.After(30 * time.Second):
-			t.Fatal("the upstream call was not cancelled after Stop")
-		}
+		testkit.Eventually(t, 30*time.Second, "the upstream call cancelled after Stop", func() bool { return up.Cancelled() > 0 })
 		person.wait("the stopped answer", `document.querySelectorAll('#transcript li.assistant')[2].dataset.stopped === 'true' && !document.getElementById('chat-send').disabled`)
 		person.noProblems("playground")
 	}) {
