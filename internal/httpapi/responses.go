@@ -284,16 +284,8 @@ func (a *responsesAPI) stream(w http.ResponseWriter, r *http.Request, call *gate
 	}
 	defer s.Close()
 
-	rc := http.NewResponseController(w)
-	defer rc.SetWriteDeadline(time.Time{})
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
-	rc.SetWriteDeadline(time.Now().Add(m.writeTimeout))
-	w.WriteHeader(http.StatusOK)
-	m.metrics.StreamStarted()
-	defer m.metrics.StreamEnded()
+	rc, end := m.openEventStream(w)
+	defer end()
 
 	t := responses.NewTranslator(resp)
 	buf := make([]byte, 0, 1024)

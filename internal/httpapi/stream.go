@@ -118,17 +118,8 @@ func (m *modelRoutes) relay(w http.ResponseWriter, r *http.Request, call *gatewa
 	}
 	defer s.Close()
 
-	rc := http.NewResponseController(w)
-	// The deadline stays on the connection after we return; clear it so a
-	// kept-alive connection's next request does not inherit it.
-	defer rc.SetWriteDeadline(time.Time{})
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("X-Accel-Buffering", "no") // tell proxies such as nginx not to buffer
-	rc.SetWriteDeadline(time.Now().Add(m.writeTimeout))
-	w.WriteHeader(http.StatusOK)
-	m.metrics.StreamStarted()
-	defer m.metrics.StreamEnded()
+	rc, end := m.openEventStream(w)
+	defer end()
 
 	var (
 		text      strings.Builder // the answer so far, for an estimate without usage
@@ -178,6 +169,25 @@ func (m *modelRoutes) relay(w http.ResponseWriter, r *http.Request, call *gatewa
 		m.writeEvent(rc, w, enc.failed(buf[:0], info.id))
 	default:
 		m.writeEvent(rc, w, enc.done(buf[:0], u, model))
+	}
+}
+
+// openEventStream sends the header of a server-sent event stream under a
+// write deadline and counts the stream as open; end counts it closed and
+// clears the deadline, which stays on the connection after the handler
+// returns and must not reach a kept-alive connection's next request.
+func (m *modelRoutes) openEventStream(w http.ResponseWriter) (rc *http.ResponseController, end func()) {
+	rc = http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // tell proxies such as nginx not to buffer
+	rc.SetWriteDeadline(time.Now().Add(m.writeTimeout))
+	w.WriteHeader(http.StatusOK)
+	m.metrics.StreamStarted()
+	return rc, func() {
+		m.metrics.StreamEnded()
+		rc.SetWriteDeadline(time.Time{})
 	}
 }
 
