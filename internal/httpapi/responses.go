@@ -245,7 +245,6 @@ func (a *responsesAPI) plain(w http.ResponseWriter, r *http.Request, call *gatew
 	ctx := r.Context()
 	up, err := call.Complete(ctx)
 	if err != nil {
-		call.Finish(ctx, resp.Model, llm.Usage{})
 		return err
 	}
 	ans, err := responses.ParseCompletion(up.Body)
@@ -278,7 +277,6 @@ func (a *responsesAPI) stream(w http.ResponseWriter, r *http.Request, call *gate
 	info := requestInfoFrom(ctx)
 	s, err := call.Stream(ctx)
 	if err != nil {
-		call.Finish(ctx, resp.Model, llm.Usage{})
 		a.writeError(w, r, err)
 		return
 	}
