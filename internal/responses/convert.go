@@ -23,6 +23,9 @@ type ChatOptions struct {
 	// upstream; 0 means no bound. Beyond it, truncation "disabled" refuses
 	// the request and "auto" drops the oldest items of the chain.
 	ContextTokens int64
+	// Functions are offered to the model besides the request's function
+	// tools: the tools of its MCP servers, which the gateway runs.
+	Functions []FunctionDef
 }
 
 // Chat is a chat-completions request built from a response's conversation.
@@ -188,11 +191,17 @@ func ChatRequest(req *Request, history []Item, o ChatOptions) (Chat, error) {
 		return Chat{}, paramErr("input", "The conversation is empty: give 'input'.")
 	}
 	for _, t := range req.Tools {
+		if t.Type != "function" {
+			continue
+		}
 		def := chatFunctionDef{Name: t.Name, Parameters: t.Parameters, Strict: t.Strict}
 		if t.Description != nil {
 			def.Description = *t.Description
 		}
 		cr.Tools = append(cr.Tools, chatTool{Type: "function", Function: def})
+	}
+	for _, f := range o.Functions {
+		cr.Tools = append(cr.Tools, chatTool{Type: "function", Function: chatFunctionDef{Name: f.Name, Description: f.Description, Parameters: f.Parameters}})
 	}
 	if len(cr.Tools) > 0 {
 		cr.ParallelToolCalls = req.ParallelToolCalls
@@ -263,6 +272,8 @@ func appendMessages(msgs []chatMessage, items []Item) []chatMessage {
 			msgs = append(msgs, chatMessage{Role: "assistant", ToolCalls: []chatToolCall{call}})
 		case TypeFunctionCallOutput:
 			msgs = append(msgs, chatMessage{Role: "tool", ToolCallID: it.CallID, Content: it.Output})
+		case TypeMCPCall:
+			msgs = appendMCPCall(msgs, it)
 		}
 	}
 	return msgs

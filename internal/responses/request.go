@@ -360,6 +360,21 @@ func parseTools(raw json.RawMessage) ([]Tool, error) {
 	seen := map[string]bool{}
 	for i, el := range list {
 		p := "tools[" + strconv.Itoa(i) + "]"
+		var probe struct {
+			Type string `json:"type"`
+		}
+		if json.Unmarshal(el, &probe) == nil && probe.Type == ToolMCP {
+			t, err := parseMCPTool(el, p)
+			if err != nil {
+				return nil, err
+			}
+			if seen["mcp:"+t.Name] {
+				return nil, paramErr(p+".server_label", "Server label '%s' appears more than once.", t.Name)
+			}
+			seen["mcp:"+t.Name] = true
+			tools = append(tools, t)
+			continue
+		}
 		var t struct {
 			Type        string          `json:"type"`
 			Name        string          `json:"name"`
@@ -373,13 +388,13 @@ func parseTools(raw json.RawMessage) ([]Tool, error) {
 			}
 			if json.Unmarshal(el, &typ) == nil && typ.Type != "" && typ.Type != "function" {
 				return nil, &ParamError{Param: p + ".type", Code: "unsupported_parameter",
-					Message: fmt.Sprintf("Tools of type '%s' are not supported; only function tools are.", firstRunes(typ.Type, 64))}
+					Message: fmt.Sprintf("Tools of type '%s' are not supported; only function and mcp tools are.", firstRunes(typ.Type, 64))}
 			}
 			return nil, paramErr(p, "'%s' must be a function tool with type, name, description, parameters and strict only.", p)
 		}
 		if t.Type != "function" {
 			return nil, &ParamError{Param: p + ".type", Code: "unsupported_parameter",
-				Message: fmt.Sprintf("Tools of type '%s' are not supported; only function tools are.", firstRunes(t.Type, 64))}
+				Message: fmt.Sprintf("Tools of type '%s' are not supported; only function and mcp tools are.", firstRunes(t.Type, 64))}
 		}
 		if !validToolName(t.Name) {
 			return nil, paramErr(p+".name", "'%s.name' must be 1 to %d letters, digits, underscores or dashes.", p, maxToolNameBytes)
@@ -494,6 +509,9 @@ type itemWire struct {
 
 // parseItem reads one input item; p is its parameter path for errors.
 func parseItem(raw json.RawMessage, p string) (Item, error) {
+	if it, ok, err := parseMCPItem(raw, p); ok {
+		return it, err
+	}
 	var w itemWire
 	if err := strictObject(raw, &w); err != nil {
 		var probe struct {
@@ -541,7 +559,7 @@ func parseItem(raw json.RawMessage, p string) (Item, error) {
 }
 
 func knownItemType(t string) bool {
-	return t == TypeMessage || t == TypeFunctionCall || t == TypeFunctionCallOutput
+	return t == TypeMessage || t == TypeFunctionCall || t == TypeFunctionCallOutput || isMCPItem(t)
 }
 
 func unsupportedItem(p, typ string) *ParamError {

@@ -45,6 +45,11 @@ type Translator struct {
 	usage    Usage
 	hasUsage bool
 	model    string
+
+	// classify, when set, tells MCP tool calls from function calls
+	// (mcp.go); turnStart is the first output index of the model turn.
+	classify  Classifier
+	turnStart int
 }
 
 // NewTranslator starts translating for resp, an in-progress response.
@@ -235,10 +240,7 @@ func (t *Translator) Chunk(payload []byte) ([]Event, error) {
 			t.resp.Output[t.call].Name = tc.Function.Name
 		}
 		if tc.Function.Arguments != "" {
-			t.args.WriteString(tc.Function.Arguments)
-			it := t.resp.Output[t.call]
-			t.emit("response.function_call_arguments.delta", argsDeltaEvent{"response.function_call_arguments.delta", t.next(),
-				it.ID, t.call, tc.Function.Arguments})
+			t.argsDelta(tc.Function.Arguments)
 		}
 	}
 	if ch.FinishReason != nil && *ch.FinishReason != "" {
@@ -269,8 +271,28 @@ func (t *Translator) textDelta(d string) {
 func (t *Translator) openCall(idx int, id, name string) {
 	t.call, t.callIndex = len(t.resp.Output), idx
 	it := Item{Type: TypeFunctionCall, ID: NewID("fc"), Status: StatusInProgress, CallID: callID(id), Name: name}
+	if t.classify != nil {
+		switch kind, server := t.classify(name); kind {
+		case KindMCP:
+			it = Item{Type: TypeMCPCall, ID: NewID("mcp"), Status: StatusInProgress, ServerLabel: server, Name: name}
+		case KindApproval:
+			it = Item{Type: TypeMCPApprovalRequest, ID: NewID("mcpr"), ServerLabel: server, Name: name}
+		}
+	}
 	t.resp.Output = append(t.resp.Output, it)
 	t.emit("response.output_item.added", itemEvent{"response.output_item.added", t.next(), t.call, it})
+}
+
+// argsDelta adds to the arguments of the call being streamed.
+func (t *Translator) argsDelta(d string) {
+	t.args.WriteString(d)
+	it := t.resp.Output[t.call]
+	switch it.Type {
+	case TypeFunctionCall:
+		t.emit("response.function_call_arguments.delta", argsDeltaEvent{"response.function_call_arguments.delta", t.next(), it.ID, t.call, d})
+	case TypeMCPCall:
+		t.emit("response.mcp_call_arguments.delta", argsDeltaEvent{"response.mcp_call_arguments.delta", t.next(), it.ID, t.call, d})
+	}
 }
 
 // closeItemAs finishes the item being streamed, if any, with its done
@@ -292,6 +314,18 @@ func (t *Translator) closeItemAs(status string) {
 		it := &t.resp.Output[t.call]
 		it.Arguments = t.args.String()
 		t.args.Reset()
+		switch it.Type {
+		case TypeMCPCall:
+			// The call stays in progress until the gateway has run it
+			// (CallDone, CallSkipped).
+			t.emit("response.mcp_call_arguments.done", mcpArgsDoneEvent{"response.mcp_call_arguments.done", t.next(), it.ID, t.call, it.Arguments})
+			t.call, t.callIndex = -1, -1
+			return
+		case TypeMCPApprovalRequest:
+			t.emit("response.output_item.done", itemEvent{"response.output_item.done", t.next(), t.call, *it})
+			t.call, t.callIndex = -1, -1
+			return
+		}
 		t.emit("response.function_call_arguments.done", argsDoneEvent{"response.function_call_arguments.done", t.next(),
 			it.ID, t.call, it.Name, it.Arguments})
 		it.Status = status

@@ -61,6 +61,15 @@ type Item struct {
 	Name      string
 	Arguments string
 	Output    string
+
+	// MCP items (mcp.go): the server, the tools it lists, a call's error,
+	// and the approval a call answers or an approval response gives.
+	ServerLabel       string
+	Tools             []MCPTool
+	Error             *string
+	ApprovalRequestID string
+	Approve           bool
+	Reason            string
 }
 
 // Part is one piece of a message's content.
@@ -115,6 +124,8 @@ func (p Part) MarshalJSON() ([]byte, error) {
 // MarshalJSON writes the item in OpenAI's shape for its type.
 func (it Item) MarshalJSON() ([]byte, error) {
 	switch it.Type {
+	case TypeMCPListTools, TypeMCPCall, TypeMCPApprovalRequest, TypeMCPApprovalResponse:
+		return it.marshalMCP()
 	case TypeFunctionCall:
 		return json.Marshal(struct {
 			Type      string `json:"type"`
@@ -170,14 +181,15 @@ func (it Item) Text() string {
 	return s
 }
 
-// Tool is a function the model may call. Only function tools exist here;
-// the server-side tools of a later issue add kinds.
+// Tool is a function the model may call, or (Type "mcp", with MCP set) an
+// MCP server whose tools the gateway runs (mcp.go).
 type Tool struct {
 	Type        string          `json:"type"`
 	Name        string          `json:"name"`
 	Description *string         `json:"description"`
 	Parameters  json.RawMessage `json:"parameters"`
 	Strict      *bool           `json:"strict"`
+	MCP         *MCPServer      `json:"-"`
 }
 
 // TextFormat is text.format: "text", "json_object" or "json_schema" (with
