@@ -110,6 +110,9 @@ func (a *responsesAPI) create(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if len(req.MCPServers()) > 0 {
+		return &responses.ParamError{Param: "tools", Code: "unsupported_parameter", Message: "Tools of type 'mcp' are not enabled on this server."}
+	}
 	model := req.Model
 	if model == "" {
 		model = gw.DefaultModel()
