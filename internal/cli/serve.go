@@ -19,6 +19,7 @@ import (
 	"github.com/agentapi/agentapi/internal/metrics"
 	"github.com/agentapi/agentapi/internal/ratelimit"
 	"github.com/agentapi/agentapi/internal/redisconn"
+	"github.com/agentapi/agentapi/internal/responses"
 	"github.com/agentapi/agentapi/internal/revocation"
 	"github.com/agentapi/agentapi/internal/store"
 	"github.com/agentapi/agentapi/internal/telemetry"
@@ -194,6 +195,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	accessLog := httpapi.NewAccessLog(logger, m, cfg.Observability.AccessLogBatch)
 	defer accessLog.Close()
 
+	// Compaction items are sealed under a key derived from SECRET_KEY, so
+	// rotating it retires them; every replica with the same key opens them.
+	sealer, err := responses.NewSealer([]byte(cfg.Auth.SecretKey))
+	if err != nil {
+		return err
+	}
+	sockets := httpapi.NewSockets()
 	handler, err := httpapi.NewHandler(httpapi.Deps{
 		Logger:       logger,
 		AppName:      cfg.AppName,
@@ -227,12 +235,21 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Responses:              st,
 		ResponsesTTL:           cfg.Responses.TTL,
 		ResponsesContextTokens: cfg.Responses.ContextTokens,
+		Conversations:          st,
+		CompactionSealer:       sealer,
+		Sockets:                sockets,
+		ResponsesSocketIdle:    cfg.Responses.SocketIdle,
+		ResponsesSocketMemory:  cfg.Responses.SocketMemory,
 	})
 	if err != nil {
 		return err
 	}
 	tracked := &inflight{}
 	srv := httpapi.NewServerWith(cfg.Server.Addr(), tracked.wrap(handler), logger, httpapi.ServerOptions{ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout})
+	// Shutdown neither waits for nor closes hijacked connections: the
+	// WebSockets of /v1/responses close themselves after their running
+	// turn, and are waited for below.
+	srv.RegisterOnShutdown(sockets.Drain)
 	ln, err := net.Listen("tcp", cfg.Server.Addr())
 	if err != nil {
 		return fmt.Errorf("listen on %s (HOST/PORT): %w", cfg.Server.Addr(), err)
@@ -267,6 +284,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
 	defer cancel()
 	shutdownErr := srv.Shutdown(shutdownCtx)
+	if err := sockets.Wait(shutdownCtx); err != nil {
+		logger.Warn("WebSocket turns still running at the shutdown deadline were cut", "error", err.Error())
+		sockets.Abort()
+		abortCtx, cancelAbort := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = sockets.Wait(abortCtx)
+		cancelAbort()
+	}
 	if shutdownErr != nil {
 		logger.Warn("requests still running at the shutdown deadline were cut", "error", shutdownErr.Error())
 		srv.Close()
@@ -351,6 +375,20 @@ func purgeResponses(ctx context.Context, st *store.Store, logger *slog.Logger) {
 			if err != nil {
 				if ctx.Err() == nil {
 					logger.Warn("could not purge expired responses", "error", err.Error())
+				}
+				break
+			}
+			if n < 1000 {
+				break
+			}
+		}
+		// Conversations expire by the same RESPONSES_TTL, their items
+		// with them.
+		for {
+			n, err := st.PurgeExpiredConversations(ctx, time.Now(), 1000)
+			if err != nil {
+				if ctx.Err() == nil {
+					logger.Warn("could not purge expired conversations", "error", err.Error())
 				}
 				break
 			}

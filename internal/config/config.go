@@ -169,6 +169,13 @@ type Responses struct {
 	// (RESPONSES_CONTEXT_TOKENS); 0 means no bound. Beyond it, truncation
 	// "disabled" is a 400 and "auto" drops the chain's oldest items.
 	ContextTokens int64
+	// SocketIdle closes a WebSocket of GET /v1/responses that has run no
+	// response for this long (RESPONSES_WS_IDLE_TIMEOUT).
+	SocketIdle time.Duration
+	// SocketMemory bounds the store: false responses one WebSocket keeps
+	// for continuation, in bytes (RESPONSES_WS_MEMORY_BYTES); the oldest
+	// are forgotten first.
+	SocketMemory int64
 }
 
 // Cache is the response cache.

@@ -37,7 +37,7 @@ var fixedVariables = []string{
 	"OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_MODEL", "LLM_MODELS", "UPSTREAM_TIMEOUT",
 	"UPSTREAM_FALLBACKS", "UPSTREAM_RETRIES", "UPSTREAM_BREAKER_FAILURES", "UPSTREAM_BREAKER_COOLDOWN",
 	// responses
-	"RESPONSES_TTL", "RESPONSES_CONTEXT_TOKENS",
+	"RESPONSES_TTL", "RESPONSES_CONTEXT_TOKENS", "RESPONSES_WS_IDLE_TIMEOUT", "RESPONSES_WS_MEMORY_BYTES",
 	// cache
 	"CACHE_TTL", "CACHE_SCOPE", "CACHE_MAX_BYTES",
 	// observability
@@ -141,6 +141,8 @@ func Load(getenv func(string) string, envFile string) (Config, error) {
 	c.Responses = Responses{
 		TTL:           l.duration("RESPONSES_TTL", 30*24*time.Hour, time.Minute),
 		ContextTokens: l.integer("RESPONSES_CONTEXT_TOKENS", 128000, 0, 1<<30),
+		SocketIdle:    l.duration("RESPONSES_WS_IDLE_TIMEOUT", 10*time.Minute, time.Second),
+		SocketMemory:  l.integer("RESPONSES_WS_MEMORY_BYTES", 16<<20, 64<<10, 1<<32),
 	}
 	c.Cache = Cache{
 		TTL:      l.duration("CACHE_TTL", time.Hour, 0),

@@ -73,7 +73,29 @@ type errorBody struct {
 // their status; everything else is a 500 whose body says nothing about
 // internals and carries the request id, while the details go to the log.
 func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err error) {
-	info := requestInfoFrom(r.Context())
+	ae, ue := mapError(r.Context(), logger, err)
+	for k, v := range ae.header {
+		w.Header()[k] = v
+	}
+	if isOpenAIPath(r.URL.Path) {
+		// SDKs pointed at /v1 parse OpenAI's shape; the same mapping above
+		// decided the status, only the body differs.
+		status, body := openAIError(ae, ue, requestID(r.Context()))
+		writeJSON(w, status, body)
+		return
+	}
+	body := errorBody{Error: ae.message, Path: r.URL.Path, Details: ae.details}
+	if ae.status >= 500 {
+		body.RequestID = requestID(r.Context())
+	}
+	writeJSON(w, ae.status, body)
+}
+
+// mapError decides what err is answered with (and logs a 5xx), for
+// writeError and for the error events of a WebSocket, which carry the
+// same status and OpenAI error object.
+func mapError(ctx context.Context, logger *slog.Logger, err error) (*apiError, *llm.UpstreamError) {
+	info := requestInfoFrom(ctx)
 	var ae *apiError
 	var ue *llm.UpstreamError
 	var limited *gateway.LimitedError
@@ -113,7 +135,7 @@ func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 		ae = errStatus(http.StatusNotFound, "Not found")
 	case errors.Is(err, store.ErrConflict):
 		ae = errStatus(http.StatusConflict, "Conflict")
-	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
 		// The client went away; nobody reads this response. 499 is nginx's
 		// convention and shows in the access log as what happened.
 		ae = errStatus(499, "Client closed request")
@@ -124,24 +146,10 @@ func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 		info.err = err
 	}
 	if ae.status >= 500 {
-		logger.LogAttrs(r.Context(), slog.LevelError, "request failed",
-			slog.String("request_id", requestID(r.Context())), slog.Int("status", ae.status), slog.String("error", err.Error()))
+		logger.LogAttrs(ctx, slog.LevelError, "request failed",
+			slog.String("request_id", requestID(ctx)), slog.Int("status", ae.status), slog.String("error", err.Error()))
 	}
-	for k, v := range ae.header {
-		w.Header()[k] = v
-	}
-	if isOpenAIPath(r.URL.Path) {
-		// SDKs pointed at /v1 parse OpenAI's shape; the same mapping above
-		// decided the status, only the body differs.
-		status, body := openAIError(ae, ue, requestID(r.Context()))
-		writeJSON(w, status, body)
-		return
-	}
-	body := errorBody{Error: ae.message, Path: r.URL.Path, Details: ae.details}
-	if ae.status >= 500 {
-		body.RequestID = requestID(r.Context())
-	}
-	writeJSON(w, ae.status, body)
+	return ae, ue
 }
 
 // upstreamError maps a failed provider call: the upstream's own trouble is a

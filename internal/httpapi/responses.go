@@ -15,6 +15,7 @@ import (
 	"github.com/agentapi/agentapi/internal/llm"
 	"github.com/agentapi/agentapi/internal/responses"
 	"github.com/agentapi/agentapi/internal/store"
+	"github.com/agentapi/agentapi/internal/tier"
 )
 
 // responseStore keeps /v1/responses' responses (store.Store).
@@ -32,19 +33,41 @@ const defaultResponsesTTL = 30 * 24 * time.Hour
 // the client has gone (a disconnected stream is stored as incomplete).
 const saveTimeout = 5 * time.Second
 
-// responsesAPI serves /v1/responses. Every upstream call a response makes
-// is one governed call of the gateway (modelRoutes.begin … Call.Finish).
+// responsesAPI serves /v1/responses, its WebSocket mode, compaction and
+// the Conversations API. Every upstream call a response makes is one
+// governed call of the gateway (modelRoutes.begin … Call.Finish).
 type responsesAPI struct {
 	m             *modelRoutes
 	store         responseStore // nil: nothing can be stored or read
+	conversations conversationStore
 	ttl           time.Duration
 	contextTokens int64
+	// sealer seals compaction items; nil refuses them.
+	sealer *responses.Sealer
+	// sockets tracks the WebSockets of GET /v1/responses for shutdown.
+	sockets *Sockets
+	// socketIdle and socketMemory bound each WebSocket.
+	socketIdle   time.Duration
+	socketMemory int64
 }
 
 func newResponsesAPI(d Deps, m *modelRoutes) *responsesAPI {
-	a := &responsesAPI{m: m, ttl: d.ResponsesTTL, contextTokens: d.ResponsesContextTokens}
+	a := &responsesAPI{m: m, ttl: d.ResponsesTTL, contextTokens: d.ResponsesContextTokens,
+		sealer: d.CompactionSealer, sockets: d.Sockets, socketIdle: d.ResponsesSocketIdle, socketMemory: d.ResponsesSocketMemory}
 	if d.Responses != nil {
 		a.store = d.Responses
+	}
+	if d.Conversations != nil {
+		a.conversations = d.Conversations
+	}
+	if a.sockets == nil {
+		a.sockets = NewSockets()
+	}
+	if a.socketIdle <= 0 {
+		a.socketIdle = defaultSocketIdle
+	}
+	if a.socketMemory <= 0 {
+		a.socketMemory = defaultSocketMemory
 	}
 	if a.ttl <= 0 {
 		a.ttl = defaultResponsesTTL
@@ -100,8 +123,7 @@ func handleCreateResponse(a *responsesAPI) http.Handler {
 // written yet.
 func (a *responsesAPI) create(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	gw := a.m.gw
-	t := a.m.limitBody(w, r)
+	tr := a.m.limitBody(w, r)
 	body, _, err := readOpenAIRequest(r)
 	if err != nil {
 		return err
@@ -110,54 +132,117 @@ func (a *responsesAPI) create(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	t, err := a.prepare(ctx, tr, req, nil)
+	if err != nil {
+		return err
+	}
+	// Begin answers a refused call itself (429 and its headers).
+	call, ok := a.m.begin(w, r, t.spec())
+	if !ok {
+		return nil
+	}
+	if req.Stream {
+		a.streamHTTP(w, r, call, t)
+		return nil
+	}
+	resp, err := a.runPlain(ctx, call, t)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// turn is one response ready to run: the checked request, the model it
+// runs on, the context items that come before its input (a chain, a
+// conversation, or a socket's memory), the upstream request built from
+// them, and the response being built. Every way of creating a response
+// (POST, its stream, a WebSocket's response.create) prepares a turn, runs
+// it through one governed call, and finishes it with a.finish.
+type turn struct {
+	req     *responses.Request
+	model   string
+	history []responses.Item
+	chat    responses.Chat
+	resp    *responses.Response
+	userID  string
+	// mem is the WebSocket's memory of its store: false responses; nil
+	// outside a socket.
+	mem *socketMemory
+}
+
+// spec is the governed call of the turn.
+func (t *turn) spec() gateway.Spec {
+	estimate := t.chat.Estimate
+	if t.req.MaxOutputTokens != nil {
+		estimate += *t.req.MaxOutputTokens
+	}
+	return gateway.Spec{Endpoint: "v1/responses", Model: t.model, Body: t.chat.Body, Estimate: estimate}
+}
+
+// prepare checks a parsed request against the caller's tier and the
+// server, reads its context (previous_response_id from mem or the store,
+// or its conversation), opens its compaction items, and builds the
+// upstream request. Nothing is spent: an error here is the caller's to
+// fix or a dependency that failed.
+func (a *responsesAPI) prepare(ctx context.Context, tr tier.Tier, req *responses.Request, mem *socketMemory) (*turn, error) {
+	gw := a.m.gw
 	if len(req.MCPServers()) > 0 {
-		return &responses.ParamError{Param: "tools", Code: "unsupported_parameter", Message: "Tools of type 'mcp' are not enabled on this server."}
+		return nil, &responses.ParamError{Param: "tools", Code: "unsupported_parameter", Message: "Tools of type 'mcp' are not enabled on this server."}
 	}
 	model := req.Model
 	if model == "" {
 		model = gw.DefaultModel()
 	}
 	if !gw.Allowed(model) {
-		return errModelNotAllowed(model)
+		return nil, errModelNotAllowed(model)
 	}
 	p := principalFrom(ctx)
-	if t.MaxTokens > 0 && req.MaxOutputTokens != nil && *req.MaxOutputTokens > t.MaxTokens {
-		return errOpenAIParam("max_output_tokens", fmt.Sprintf("'max_output_tokens' is %d; the %s tier allows at most %d output tokens per response",
-			*req.MaxOutputTokens, t.Name, t.MaxTokens))
+	if tr.MaxTokens > 0 && req.MaxOutputTokens != nil && *req.MaxOutputTokens > tr.MaxTokens {
+		return nil, errOpenAIParam("max_output_tokens", fmt.Sprintf("'max_output_tokens' is %d; the %s tier allows at most %d output tokens per response",
+			*req.MaxOutputTokens, tr.Name, tr.MaxTokens))
 	}
-	if a.store == nil && (req.Store || req.PreviousResponseID != "") {
-		return errStoreMissing()
+	t := &turn{req: req, model: model, userID: p.UserID, mem: mem}
+	var err error
+	switch {
+	case req.PreviousResponseID != "" && mem != nil && mem.has(req.PreviousResponseID):
+		t.history = mem.items(req.PreviousResponseID)
+	case a.store == nil && (req.Store || req.PreviousResponseID != "" || req.Conversation != ""):
+		return nil, errStoreMissing()
+	case req.Conversation != "":
+		t.history, err = a.conversationHistory(ctx, p.UserID, req.Conversation)
+	default:
+		t.history, err = a.history(ctx, p.UserID, req)
 	}
-	history, err := a.history(ctx, p.UserID, req)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	chat, err := responses.ChatRequest(req, history, responses.ChatOptions{
-		Model: model, Stream: req.Stream, DefaultMaxTokens: t.MaxTokens, ContextTokens: a.contextTokens,
+	histParam := "previous_response_id"
+	if req.Conversation != "" {
+		histParam = "conversation"
+	}
+	if err := a.sealer.Unseal(p.UserID, t.history, histParam); err != nil {
+		return nil, err
+	}
+	if err := a.sealer.Unseal(p.UserID, req.Input, "input"); err != nil {
+		return nil, err
+	}
+	t.chat, err = responses.ChatRequest(req, t.history, responses.ChatOptions{
+		Model: model, Stream: req.Stream, DefaultMaxTokens: tr.MaxTokens, ContextTokens: a.contextTokens,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for i := range req.Input {
 		if req.Input[i].ID == "" {
 			req.Input[i].ID = responses.NewID(inputIDPrefix(req.Input[i].Type))
 		}
 	}
-	resp := responses.NewResponse(req, responses.NewID("resp"), model, time.Now())
-	estimate := chat.Estimate
-	if req.MaxOutputTokens != nil {
-		estimate += *req.MaxOutputTokens
+	t.resp = responses.NewResponse(req, responses.NewID("resp"), model, time.Now())
+	if req.Conversation != "" {
+		t.resp.Conversation = &responses.ConversationRef{ID: req.Conversation}
 	}
-	// Begin answers a refused call itself (429 and its headers).
-	call, ok := a.m.begin(w, r, gateway.Spec{Endpoint: "v1/responses", Model: model, Body: chat.Body, Estimate: estimate})
-	if !ok {
-		return nil
-	}
-	if req.Stream {
-		a.stream(w, r, call, req, resp, chat.Body)
-		return nil
-	}
-	return a.plain(w, r, call, req, resp, chat.Body)
+	return t, nil
 }
 
 func inputIDPrefix(typ string) string {
@@ -166,6 +251,8 @@ func inputIDPrefix(typ string) string {
 		return "fc"
 	case responses.TypeFunctionCallOutput:
 		return "fco"
+	case responses.TypeCompaction:
+		return "cmp"
 	}
 	return "msg"
 }
@@ -208,10 +295,25 @@ func (a *responsesAPI) history(ctx context.Context, userID string, req *response
 	return items, nil
 }
 
-// save stores a finished response (when it asked to be stored) before its
-// final event or body goes out. It runs even if the client has gone.
-func (a *responsesAPI) save(ctx context.Context, req *responses.Request, resp *responses.Response) error {
+// finish keeps a finished response where it belongs, before its final
+// event or body goes out: appended (input, then output) to its
+// conversation, stored when it asked to be, and otherwise in its
+// WebSocket's memory. It runs even if the client has gone.
+func (a *responsesAPI) finish(ctx context.Context, t *turn) error {
+	req, resp := t.req, t.resp
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), saveTimeout)
+	defer cancel()
+	if req.Conversation != "" {
+		if err := a.appendConversation(sctx, t.userID, req.Conversation, responses.History(req.Input, resp)); err != nil {
+			return err
+		}
+	}
 	if !req.Store {
+		if t.mem != nil {
+			items := make([]responses.Item, 0, len(t.history)+len(req.Input)+len(resp.Output))
+			items = append(append(items, t.history...), responses.History(req.Input, resp)...)
+			t.mem.put(resp.ID, items)
+		}
 		return nil
 	}
 	body, err := json.Marshal(resp)
@@ -226,10 +328,8 @@ func (a *responsesAPI) save(ctx context.Context, req *responses.Request, resp *r
 	if resp.PreviousResponseID != nil {
 		prev = *resp.PreviousResponseID
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), saveTimeout)
-	defer cancel()
 	return a.store.SaveResponse(sctx, store.StoredResponse{
-		ID: resp.ID, UserID: principalFrom(ctx).UserID, PreviousID: prev, Model: resp.Model, Status: resp.Status,
+		ID: resp.ID, UserID: t.userID, PreviousID: prev, Model: resp.Model, Status: resp.Status,
 		Body: body, Input: input, CreatedAt: time.Unix(resp.CreatedAt, 0), ExpiresAt: time.Now().Add(a.ttl),
 	})
 }
@@ -243,64 +343,99 @@ func usageOf(reported responses.Usage, ok bool, request []byte, answer string) r
 	return responses.FromLLMUsage(gateway.UsageOrEstimate(llm.Usage{}, request, answer))
 }
 
-// plain runs a non-streamed response.
-func (a *responsesAPI) plain(w http.ResponseWriter, r *http.Request, call *gateway.Call, req *responses.Request, resp *responses.Response, chatBody []byte) error {
-	ctx := r.Context()
+// runPlain runs a turn without streaming and returns the finished,
+// stored response.
+func (a *responsesAPI) runPlain(ctx context.Context, call *gateway.Call, t *turn) (*responses.Response, error) {
+	resp := t.resp
 	up, err := call.Complete(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ans, err := responses.ParseCompletion(up.Body)
 	if err != nil {
 		call.Finish(ctx, usedModel(up, resp.Model), up.Usage)
-		return &apiError{status: http.StatusBadGateway, message: "Upstream model failed", cause: err}
+		return nil, &apiError{status: http.StatusBadGateway, message: "Upstream model failed", cause: err}
 	}
 	text := ans.Text
 	for _, c := range ans.Calls {
 		text += c.Name + c.Arguments
 	}
-	ans.Usage = usageOf(ans.Usage, ans.HasUsage, chatBody, text)
+	ans.Usage = usageOf(ans.Usage, ans.HasUsage, t.chat.Body, text)
 	resp.Complete(ans, time.Now())
 	call.Finish(ctx, usedModel(up, resp.Model), ans.Usage.LLMUsage())
-	if err := a.save(ctx, req, resp); err != nil {
-		return err
+	if err := a.finish(ctx, t); err != nil {
+		return nil, err
 	}
-	writeJSON(w, http.StatusOK, resp)
-	return nil
+	return resp, nil
 }
 
-// stream runs a streamed response: the upstream's chunks become Responses
-// events, each written and flushed on its own as it comes. The response is
-// stored before its terminal event. A client that leaves cancels the
-// upstream; the response is then stored as incomplete with the tokens
-// spent so far.
-func (a *responsesAPI) stream(w http.ResponseWriter, r *http.Request, call *gateway.Call, req *responses.Request, resp *responses.Response, chatBody []byte) {
-	ctx := r.Context()
+// streamHTTP runs a streamed turn as server-sent events.
+func (a *responsesAPI) streamHTTP(w http.ResponseWriter, r *http.Request, call *gateway.Call, t *turn) {
 	m := a.m
-	info := requestInfoFrom(ctx)
+	var rc *http.ResponseController
+	buf := make([]byte, 0, 1024)
+	info := requestInfoFrom(r.Context())
+	started := false
+	var endFn func()
+	defer func() {
+		if endFn != nil {
+			endFn()
+		}
+	}()
+	res := a.streamTurn(r.Context(), call, t, func(events []responses.Event) error {
+		if !started {
+			started = true
+			rc, endFn = m.openEventStream(w)
+		}
+		for _, ev := range events {
+			buf = ev.AppendSSE(buf[:0])
+			if err := m.writeEvent(rc, w, buf); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if res.startErr != nil {
+		a.writeError(w, r, res.startErr)
+		return
+	}
+	if res.err != nil && info != nil {
+		info.err = res.err
+	}
+}
+
+// turnResult is how a streamed turn ended: startErr when the stream
+// could not start (nothing was sent; the caller answers it), else err
+// for the log when the client left, the upstream broke off or the
+// response could not be stored.
+type turnResult struct {
+	startErr error
+	err      error
+}
+
+// streamTurn runs a turn streamed: the upstream's chunks become Responses
+// events, handed to emit in order as they come (each a batch to write and
+// flush). The response is kept (a.finish) before its terminal event. A
+// client that leaves (emit fails, or ctx ends) cancels the upstream; the
+// response is then kept as incomplete with the tokens spent so far.
+func (a *responsesAPI) streamTurn(ctx context.Context, call *gateway.Call, t *turn, emit func([]responses.Event) error) turnResult {
+	m := a.m
+	resp := t.resp
+	reqID := requestID(ctx)
 	s, err := call.Stream(ctx)
 	if err != nil {
-		a.writeError(w, r, err)
-		return
+		return turnResult{startErr: err}
 	}
 	defer s.Close()
 
-	rc, end := m.openEventStream(w)
-	defer end()
-
-	t := responses.NewTranslator(resp)
-	buf := make([]byte, 0, 1024)
+	tr := responses.NewTranslator(resp)
 	var clientErr, streamErr error
 	send := func(events []responses.Event) {
-		for _, ev := range events {
-			if clientErr != nil {
-				return
-			}
-			buf = ev.AppendSSE(buf[:0])
-			clientErr = m.writeEvent(rc, w, buf)
+		if clientErr == nil && len(events) > 0 {
+			clientErr = emit(events)
 		}
 	}
-	send(t.Start())
+	send(tr.Start())
 	for clientErr == nil {
 		payload, err := s.Next()
 		if err != nil {
@@ -309,7 +444,7 @@ func (a *responsesAPI) stream(w http.ResponseWriter, r *http.Request, call *gate
 			}
 			break
 		}
-		events, err := t.Chunk(payload)
+		events, err := tr.Chunk(payload)
 		if err != nil {
 			streamErr = err
 			break
@@ -319,15 +454,15 @@ func (a *responsesAPI) stream(w http.ResponseWriter, r *http.Request, call *gate
 	// Stop the upstream before the bookkeeping: a client that left must
 	// not keep it generating.
 	s.Close()
-	reported, ok := t.Usage()
+	reported, ok := tr.Usage()
 	if !ok {
 		if lu, sok := s.Usage(); sok {
 			reported, ok = responses.FromLLMUsage(lu), true
 		}
 	}
-	u := usageOf(reported, ok, chatBody, t.Text())
+	u := usageOf(reported, ok, t.chat.Body, tr.Text())
 	model := resp.Model
-	if m := t.Model(); m != "" {
+	if m := tr.Model(); m != "" {
 		model = m
 	}
 	call.Finish(ctx, model, u.LLMUsage())
@@ -335,28 +470,27 @@ func (a *responsesAPI) stream(w http.ResponseWriter, r *http.Request, call *gate
 	now := time.Now()
 	switch {
 	case clientErr != nil || ctx.Err() != nil:
-		info.err = errors.Join(clientErr, ctx.Err())
-		t.Close(true, u, now)
-		if err := a.save(ctx, req, resp); err != nil {
-			m.logger.LogAttrs(ctx, slog.LevelError, "could not store an interrupted response", slog.String("request_id", info.id), slog.String("error", err.Error()))
+		gone := errors.Join(clientErr, ctx.Err())
+		tr.Close(true, u, now)
+		if err := a.finish(ctx, t); err != nil {
+			m.logger.LogAttrs(ctx, slog.LevelError, "could not store an interrupted response", slog.String("request_id", reqID), slog.String("error", err.Error()))
 		}
-		m.logger.LogAttrs(ctx, slog.LevelInfo, "response stream ended by the client", slog.String("request_id", info.id),
+		m.logger.LogAttrs(ctx, slog.LevelInfo, "response stream ended by the client", slog.String("request_id", reqID),
 			slog.String("response_id", resp.ID), slog.Int64("tokens", u.TotalTokens))
-		return
+		return turnResult{err: gone}
 	case streamErr != nil:
-		info.err = streamErr
-		m.logger.LogAttrs(ctx, slog.LevelError, "upstream stream failed", slog.String("request_id", info.id), slog.String("error", streamErr.Error()))
-		send(t.Fail("server_error", "The model's stream broke off (request id "+info.id+").", u, now))
+		m.logger.LogAttrs(ctx, slog.LevelError, "upstream stream failed", slog.String("request_id", reqID), slog.String("error", streamErr.Error()))
+		send(tr.Fail("server_error", "The model's stream broke off (request id "+reqID+").", u, now))
 	default:
-		send(t.Close(false, u, now))
+		send(tr.Close(false, u, now))
 	}
-	if err := a.save(ctx, req, resp); err != nil {
-		info.err = err
-		m.logger.LogAttrs(ctx, slog.LevelError, "could not store a response", slog.String("request_id", info.id), slog.String("error", err.Error()))
-		send([]responses.Event{t.ErrorEvent("store_unavailable", "The response could not be stored; retry (request id "+info.id+").")})
-		return
+	if err := a.finish(ctx, t); err != nil {
+		m.logger.LogAttrs(ctx, slog.LevelError, "could not store a response", slog.String("request_id", reqID), slog.String("error", err.Error()))
+		send([]responses.Event{tr.ErrorEvent("store_unavailable", "The response could not be stored; retry (request id "+reqID+").")})
+		return turnResult{err: err}
 	}
-	send([]responses.Event{t.Terminal()})
+	send([]responses.Event{tr.Terminal()})
+	return turnResult{err: streamErr}
 }
 
 // handleGetResponse is GET /v1/responses/{id}.

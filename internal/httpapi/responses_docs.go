@@ -26,6 +26,33 @@ type responsesRequestDoc struct {
 	PromptCacheKey     *string           `json:"prompt_cache_key,omitempty"`
 }
 
+// compactRequestDoc documents POST /v1/responses/compact's body.
+type compactRequestDoc struct {
+	Model              string  `json:"model" jsonschema:"maxLength=200"`
+	Input              any     `json:"input,omitempty" jsonschema:"description=The conversation to compact: a string or items, as in POST /v1/responses."`
+	PreviousResponseID *string `json:"previous_response_id,omitempty" jsonschema:"description=Compact this stored chain (then the input after it)."`
+	Instructions       *string `json:"instructions,omitempty"`
+	PromptCacheKey     *string `json:"prompt_cache_key,omitempty"`
+}
+
+// conversationRequestDoc documents POST /v1/conversations's body.
+type conversationRequestDoc struct {
+	Items    []map[string]any  `json:"items,omitempty" jsonschema:"description=Up to 20 initial items (as a response's input items)."`
+	Metadata map[string]string `json:"metadata,omitempty"`
+}
+
+// conversationUpdateDoc documents POST /v1/conversations/{id}'s body.
+type conversationUpdateDoc struct {
+	Metadata map[string]string `json:"metadata"`
+}
+
+// conversationItemsDoc documents POST /v1/conversations/{id}/items's body.
+type conversationItemsDoc struct {
+	Items []map[string]any `json:"items" jsonschema:"description=Up to 20 items, appended in order."`
+}
+
+var docConversationNotFound = docResponse{Status: 404, Description: "No conversation of yours has this id (unknown, deleted, expired, or another user's: all alike).", Body: openAIErrorBody{}}
+
 var docResponseNotFound = docResponse{Status: 404, Description: "No response of yours has this id (unknown, deleted, expired, or another user's: all alike).", Body: openAIErrorBody{}}
 
 func responsesOperations() []operation {
@@ -39,6 +66,47 @@ func responsesOperations() []operation {
 			Responses: []docResponse{{Status: 200, Description: "A Response object, or its event stream.", Body: map[string]any{}},
 				{Status: 400, Description: "Invalid or unsupported parameter (param names it), previous_response_not_found, or max_output_tokens over the tier's cap.", Body: openAIErrorBody{}},
 				docOpenAIUnauthorized, docOpenAIModel, docOpenAITooLarge, docOpenAILimited, docOpenAIUpstream, docOpenAIBusy, docOpenAITimeout}},
+		{Method: "GET", Path: "/v1/responses", Tag: "openai", Auth: true, Summary: "WebSocket mode of the Responses API",
+			Description: "Upgrade to a WebSocket (authenticated on the upgrade like any request). Each text message {\"type\": \"response.create\", ...POST /v1/responses fields without stream} runs one response and streams the SSE stream's events as messages, in order, with sequence_number; turns run one at a time. " +
+				"previous_response_id continues stored responses from any replica and store: false responses of the same socket only (kept in its memory, RESPONSES_WS_MEMORY_BYTES). " +
+				"Errors are {\"type\": \"error\", \"status\", \"error\": {code, message, param}} and leave the socket open. One rate-limit token per response.create. " +
+				"Idle sockets close after RESPONSES_WS_IDLE_TIMEOUT (1000, idle timeout); a shutdown closes each after its running turn (1001).",
+			Responses: []docResponse{{Status: 101, Description: "Switching to the WebSocket protocol.", Body: map[string]any{}},
+				{Status: 426, Description: "Not a WebSocket upgrade.", Body: openAIErrorBody{}}, docOpenAIUnauthorized,
+				{Status: 503, Description: "The server is shutting down.", Body: openAIErrorBody{}}}},
+		{Method: "POST", Path: "/v1/responses/compact", Tag: "openai", Auth: true, Summary: "Compact a conversation into a sealed compaction item",
+			Description: "The model summarises the conversation (previous_response_id's chain, then input) and the answer's output is one compaction item whose encrypted_content seals the summary " +
+				"(XChaCha20-Poly1305 under a key derived from SECRET_KEY, bound to your user). Pass it back as input, HTTP or WebSocket, in place of what it summarised. " +
+				"A tampered, foreign or pre-rotation compaction is a 400 naming the item. One rate-limit token; tokens budgeted and counted. Nothing is stored.",
+			Request: compactRequestDoc{},
+			Responses: []docResponse{{Status: 200, Description: "{id, object: response.compaction, created_at, output: [compaction], usage}.", Body: map[string]any{}},
+				{Status: 400, Description: "model missing, invalid input, or previous_response_not_found.", Body: openAIErrorBody{}},
+				docOpenAIUnauthorized, docOpenAIModel, docOpenAITooLarge, docOpenAILimited, docOpenAIUpstream, docOpenAIBusy, docOpenAITimeout}},
+		{Method: "POST", Path: "/v1/conversations", Tag: "openai", Auth: true, Summary: "Create a conversation",
+			Description: "Optional initial items and metadata. A response given conversation reads its items as context and appends its input and output, atomically. Kept RESPONSES_TTL after its last change.",
+			Request: conversationRequestDoc{},
+			Responses: []docResponse{{Status: 200, Description: "{id, object: conversation, created_at, metadata}.", Body: conversationObject{}},
+				{Status: 400, Description: "Invalid items or metadata.", Body: openAIErrorBody{}}, docOpenAIUnauthorized}},
+		{Method: "GET", Path: "/v1/conversations/{id}", Tag: "openai", Auth: true, Summary: "A conversation of yours",
+			Responses: []docResponse{{Status: 200, Description: "The conversation.", Body: conversationObject{}}, docOpenAIUnauthorized, docConversationNotFound}},
+		{Method: "POST", Path: "/v1/conversations/{id}", Tag: "openai", Auth: true, Summary: "Replace a conversation's metadata",
+			Request: conversationUpdateDoc{},
+			Responses: []docResponse{{Status: 200, Description: "The conversation.", Body: conversationObject{}},
+				{Status: 400, Description: "Missing or invalid metadata.", Body: openAIErrorBody{}}, docOpenAIUnauthorized, docConversationNotFound}},
+		{Method: "DELETE", Path: "/v1/conversations/{id}", Tag: "openai", Auth: true, Summary: "Delete a conversation and its items",
+			Responses: []docResponse{{Status: 200, Description: "{id, object: conversation.deleted, deleted: true}.", Body: conversationDeleted{}}, docOpenAIUnauthorized, docConversationNotFound}},
+		{Method: "GET", Path: "/v1/conversations/{id}/items", Tag: "openai", Auth: true, Summary: "A conversation's items, a page at a time",
+			Description: "Query: after (an item id), limit (1-100, default 20), order (asc or desc, default desc).",
+			Responses: []docResponse{{Status: 200, Description: "A list page: data, first_id, last_id, has_more.", Body: conversationItemList{}},
+				{Status: 400, Description: "Bad limit, order or after.", Body: openAIErrorBody{}}, docOpenAIUnauthorized, docConversationNotFound}},
+		{Method: "POST", Path: "/v1/conversations/{id}/items", Tag: "openai", Auth: true, Summary: "Append items to a conversation",
+			Request: conversationItemsDoc{},
+			Responses: []docResponse{{Status: 200, Description: "A list of the items added, with their ids.", Body: conversationItemList{}},
+				{Status: 400, Description: "Invalid items.", Body: openAIErrorBody{}}, docOpenAIUnauthorized, docConversationNotFound}},
+		{Method: "GET", Path: "/v1/conversations/{id}/items/{item_id}", Tag: "openai", Auth: true, Summary: "One item of a conversation",
+			Responses: []docResponse{{Status: 200, Description: "The item.", Body: map[string]any{}}, docOpenAIUnauthorized, docConversationNotFound}},
+		{Method: "DELETE", Path: "/v1/conversations/{id}/items/{item_id}", Tag: "openai", Auth: true, Summary: "Delete an item of a conversation",
+			Responses: []docResponse{{Status: 200, Description: "The conversation.", Body: conversationObject{}}, docOpenAIUnauthorized, docConversationNotFound}},
 		{Method: "GET", Path: "/v1/responses/{id}", Tag: "openai", Auth: true, Summary: "A stored response of yours",
 			Responses: []docResponse{{Status: 200, Description: "The Response object.", Body: map[string]any{}}, docOpenAIUnauthorized, docResponseNotFound}},
 		{Method: "DELETE", Path: "/v1/responses/{id}", Tag: "openai", Auth: true, Summary: "Delete a stored response of yours",

@@ -298,7 +298,7 @@ func TestResponsesRefusesBadRequestsAndSpendsNothing(t *testing.T) {
 	for _, tc := range []struct {
 		body, param string
 	}{
-		{`{"model":"m","input":"hi","conversation":"conv_1"}`, "conversation"},
+		{`{"model":"m","input":"hi","conversation":"conv_1","previous_response_id":"resp_1"}`, "conversation"},
 		{`{"model":"m","input":"hi","bogus":true}`, "bogus"},
 		{`{"model":"m","input":"hi","max_output_tokens":101}`, "max_output_tokens"},
 		{`{"model":"m","input":"hi","tools":[{"type":"file_search"}]}`, "tools[0].type"},

@@ -51,9 +51,22 @@ func addRoutes(mux router, d Deps, states *accountStates, openapi []byte) {
 	// Responses: creating one runs the model (one rate-limit token);
 	// reading, listing and deleting spend none.
 	mux.Handle("POST /v1/responses", authnKey(handleCreateResponse(resp)))
+	// The WebSocket mode: one rate-limit token per response.create.
+	mux.Handle("GET /v1/responses", authnKey(handleResponsesSocket(resp)))
 	mux.Handle("GET /v1/responses/{id}", authnKey(handleGetResponse(resp)))
 	mux.Handle("DELETE /v1/responses/{id}", authnKey(handleDeleteResponse(resp)))
 	mux.Handle("GET /v1/responses/{id}/input_items", authnKey(handleInputItems(resp)))
+	// Compaction runs the model (one token); conversations only read and
+	// write the store (none), except through a response.
+	mux.Handle("POST /v1/responses/compact", authnKey(handleCompactResponse(resp)))
+	mux.Handle("POST /v1/conversations", authnKey(handleCreateConversation(resp)))
+	mux.Handle("GET /v1/conversations/{id}", authnKey(handleGetConversation(resp)))
+	mux.Handle("POST /v1/conversations/{id}", authnKey(handleUpdateConversation(resp)))
+	mux.Handle("DELETE /v1/conversations/{id}", authnKey(handleDeleteConversation(resp)))
+	mux.Handle("GET /v1/conversations/{id}/items", authnKey(handleListConversationItems(resp)))
+	mux.Handle("POST /v1/conversations/{id}/items", authnKey(handleAddConversationItems(resp)))
+	mux.Handle("GET /v1/conversations/{id}/items/{item_id}", authnKey(handleGetConversationItem(resp)))
+	mux.Handle("DELETE /v1/conversations/{id}/items/{item_id}", authnKey(handleDeleteConversationItem(resp)))
 
 	mux.Handle("GET /admin/users", admin(handleAdminListUsers(d.Logger, d.Admin)))
 	mux.Handle("GET /admin/users/{id}", admin(handleAdminGetUser(d.Logger, d.Admin)))

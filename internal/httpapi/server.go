@@ -13,6 +13,7 @@ import (
 	"github.com/agentapi/agentapi/internal/gateway"
 	"github.com/agentapi/agentapi/internal/metrics"
 	"github.com/agentapi/agentapi/internal/ratelimit"
+	"github.com/agentapi/agentapi/internal/responses"
 	"github.com/agentapi/agentapi/internal/store"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -92,6 +93,21 @@ type Deps struct {
 	// ResponsesContextTokens bounds the estimated conversation a response
 	// sends upstream; 0 means no bound.
 	ResponsesContextTokens int64
+	// Conversations keeps the Conversations API's conversations; nil
+	// answers its routes (and a response given a conversation) 503.
+	Conversations conversationStore
+	// CompactionSealer seals the compaction items of
+	// /v1/responses/compact; nil refuses compaction.
+	CompactionSealer *responses.Sealer
+	// Sockets tracks the WebSockets of GET /v1/responses so that shutdown
+	// can close them after their running turn; nil means a private one
+	// nobody shuts down.
+	Sockets *Sockets
+	// ResponsesSocketIdle closes a WebSocket idle this long; 0 means 10
+	// minutes. ResponsesSocketMemory bounds a socket's memory of its
+	// store: false responses; 0 means 16 MiB.
+	ResponsesSocketIdle   time.Duration
+	ResponsesSocketMemory int64
 }
 
 // NewHandler builds the whole HTTP handler: middleware around every route.

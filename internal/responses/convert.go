@@ -106,7 +106,7 @@ type (
 
 // itemTokens estimates one item's size in tokens.
 func itemTokens(it Item) int64 {
-	n := llm.EstimateTokens(it.Arguments) + llm.EstimateTokens(it.Output) + llm.EstimateTokens(it.Name)
+	n := llm.EstimateTokens(it.Arguments) + llm.EstimateTokens(it.Output) + llm.EstimateTokens(it.Name) + llm.EstimateTokens(it.summary)
 	for _, p := range it.Content {
 		if p.Type == PartInputImage {
 			n += imageTokens
@@ -274,6 +274,12 @@ func appendMessages(msgs []chatMessage, items []Item) []chatMessage {
 			msgs = append(msgs, chatMessage{Role: "tool", ToolCallID: it.CallID, Content: it.Output})
 		case TypeMCPCall:
 			msgs = appendMCPCall(msgs, it)
+		case TypeCompaction:
+			// Sealer.Unseal has opened it; one that was not opened
+			// says nothing rather than something unverified.
+			if it.summary != "" {
+				msgs = append(msgs, chatMessage{Role: "system", Content: compactionMessage(it.summary)})
+			}
 		}
 	}
 	return msgs

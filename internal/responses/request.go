@@ -55,6 +55,9 @@ type Request struct {
 	Input              []Item
 	Instructions       *string
 	PreviousResponseID string
+	// Conversation is the id of the conversation the response reads its
+	// context from and appends its input and output to; "" for none.
+	Conversation       string
 	Store              bool
 	Stream             bool
 	Tools              []Tool
@@ -101,7 +104,6 @@ func (c ToolChoice) MarshalJSON() ([]byte, error) {
 // unsupported names parameters of the Responses API this gateway does not
 // implement; asking for them is a 400 naming them, never silently ignored.
 var unsupported = map[string]string{
-	"conversation": "Conversations are not supported yet; use previous_response_id to chain responses.",
 	"prompt":       "Prompt templates are not supported.",
 }
 
@@ -138,6 +140,9 @@ func Parse(body []byte) (*Request, error) {
 			return nil, &ParamError{Param: "input", Code: "missing_required_parameter", Message: "Missing required parameter: 'input'."}
 		}
 	}
+	if req.Conversation != "" && req.PreviousResponseID != "" {
+		return nil, paramErr("conversation", "'conversation' and 'previous_response_id' cannot be used together.")
+	}
 	if req.ToolChoice.Mode == "function" {
 		found := false
 		for _, t := range req.Tools {
@@ -169,6 +174,21 @@ func (req *Request) set(name string, raw json.RawMessage) error {
 	case "input":
 		req.Input, err = parseInput(raw)
 		return err
+	case "conversation":
+		var id string
+		if strictString(raw, &id) != nil {
+			var obj struct {
+				ID string `json:"id"`
+			}
+			if strictObject(raw, &obj) != nil {
+				return paramErr(name, "'conversation' must be a conversation id or {\"id\": ...}.")
+			}
+			id = obj.ID
+		}
+		if id == "" || len(id) > maxIDBytes {
+			return paramErr(name, "'conversation' must be a conversation id of at most %d bytes.", maxIDBytes)
+		}
+		req.Conversation = id
 	case "instructions":
 		var s string
 		if err := strictString(raw, &s); err != nil {
@@ -505,6 +525,9 @@ type itemWire struct {
 	Name      string          `json:"name"`
 	Arguments *string         `json:"arguments"`
 	Output    json.RawMessage `json:"output"`
+	// EncryptedContent is a compaction item's sealed summary.
+	EncryptedContent *string `json:"encrypted_content"`
+	CreatedBy        string  `json:"created_by"`
 }
 
 // parseItem reads one input item; p is its parameter path for errors.
@@ -551,6 +574,21 @@ func parseItem(raw json.RawMessage, p string) (Item, error) {
 			return Item{}, err
 		}
 		return Item{Type: w.Type, ID: w.ID, Status: itemStatus(w.Status), CallID: w.CallID, Output: out}, nil
+	case TypeCompaction:
+		if w.EncryptedContent == nil || *w.EncryptedContent == "" {
+			return Item{}, paramErr(p+".encrypted_content", "'%s' (compaction) needs encrypted_content.", p)
+		}
+		if len(*w.EncryptedContent) > maxEncryptedContent {
+			return Item{}, paramErr(p+".encrypted_content", "'%s.encrypted_content' is longer than %d bytes.", p, maxEncryptedContent)
+		}
+		if w.Role != "" || len(w.Content) > 0 || w.CallID != "" || w.Name != "" || w.Arguments != nil || len(w.Output) > 0 {
+			return Item{}, paramErr(p, "'%s' (compaction) takes encrypted_content and id only.", p)
+		}
+		id := w.ID
+		if id == "" {
+			id = NewID("cmp")
+		}
+		return Item{Type: TypeCompaction, ID: id, EncryptedContent: *w.EncryptedContent}, nil
 	case "":
 		return Item{}, paramErr(p+".type", "'%s.type' is required.", p)
 	default:
@@ -559,7 +597,7 @@ func parseItem(raw json.RawMessage, p string) (Item, error) {
 }
 
 func knownItemType(t string) bool {
-	return t == TypeMessage || t == TypeFunctionCall || t == TypeFunctionCallOutput || isMCPItem(t)
+	return t == TypeMessage || t == TypeFunctionCall || t == TypeFunctionCallOutput || t == TypeCompaction || isMCPItem(t)
 }
 
 func unsupportedItem(p, typ string) *ParamError {

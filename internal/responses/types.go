@@ -70,6 +70,11 @@ type Item struct {
 	ApprovalRequestID string
 	Approve           bool
 	Reason            string
+	// Compaction items: the sealed summary as the client sees it, and
+	// the summary itself once opened (Sealer.Unseal); the summary is
+	// never written out.
+	EncryptedContent string
+	summary          string
 }
 
 // Part is one piece of a message's content.
@@ -126,6 +131,12 @@ func (it Item) MarshalJSON() ([]byte, error) {
 	switch it.Type {
 	case TypeMCPListTools, TypeMCPCall, TypeMCPApprovalRequest, TypeMCPApprovalResponse:
 		return it.marshalMCP()
+	case TypeCompaction:
+		return json.Marshal(struct {
+			Type             string `json:"type"`
+			ID               string `json:"id"`
+			EncryptedContent string `json:"encrypted_content"`
+		}{it.Type, it.ID, it.EncryptedContent})
 	case TypeFunctionCall:
 		return json.Marshal(struct {
 			Type      string `json:"type"`
@@ -277,6 +288,14 @@ type Response struct {
 	SafetyIdentifier   *string            `json:"safety_identifier"`
 	PromptCacheKey     *string            `json:"prompt_cache_key"`
 	User               *string            `json:"user"`
+	// Conversation names the conversation the response belongs to; absent
+	// when it belongs to none.
+	Conversation *ConversationRef `json:"conversation,omitempty"`
+}
+
+// ConversationRef is a response's conversation, as OpenAI writes it.
+type ConversationRef struct {
+	ID string `json:"id"`
 }
 
 // Terminal reports whether the response's status is final.
