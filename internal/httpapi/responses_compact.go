@@ -72,4 +72,3 @@ func (a *responsesAPI) compact(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
-

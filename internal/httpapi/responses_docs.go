@@ -84,7 +84,7 @@ func responsesOperations() []operation {
 				docOpenAIUnauthorized, docOpenAIModel, docOpenAITooLarge, docOpenAILimited, docOpenAIUpstream, docOpenAIBusy, docOpenAITimeout}},
 		{Method: "POST", Path: "/v1/conversations", Tag: "openai", Auth: true, Summary: "Create a conversation",
 			Description: "Optional initial items and metadata. A response given conversation reads its items as context and appends its input and output, atomically. Kept RESPONSES_TTL after its last change.",
-			Request: conversationRequestDoc{},
+			Request:     conversationRequestDoc{},
 			Responses: []docResponse{{Status: 200, Description: "{id, object: conversation, created_at, metadata}.", Body: conversationObject{}},
 				{Status: 400, Description: "Invalid items or metadata.", Body: openAIErrorBody{}}, docOpenAIUnauthorized}},
 		{Method: "GET", Path: "/v1/conversations/{id}", Tag: "openai", Auth: true, Summary: "A conversation of yours",

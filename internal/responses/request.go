@@ -57,10 +57,10 @@ type Request struct {
 	PreviousResponseID string
 	// Conversation is the id of the conversation the response reads its
 	// context from and appends its input and output to; "" for none.
-	Conversation       string
-	Store              bool
-	Stream             bool
-	Tools              []Tool
+	Conversation string
+	Store        bool
+	Stream       bool
+	Tools        []Tool
 	// ToolChoice is "auto", "none", "required", or a function.
 	ToolChoice         ToolChoice
 	ParallelToolCalls  *bool
@@ -104,7 +104,7 @@ func (c ToolChoice) MarshalJSON() ([]byte, error) {
 // unsupported names parameters of the Responses API this gateway does not
 // implement; asking for them is a 400 naming them, never silently ignored.
 var unsupported = map[string]string{
-	"prompt":       "Prompt templates are not supported.",
+	"prompt": "Prompt templates are not supported.",
 }
 
 // Parse reads a POST /v1/responses body. Any problem is a *ParamError
