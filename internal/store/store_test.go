@@ -50,6 +50,7 @@ func openTestStore(t *testing.T, databaseURL string) *Store {
 func runStoreSuite(t *testing.T, open func(t *testing.T) *Store) {
 	runRefreshSuite(t, open)
 	runResponsesSuite(t, open)
+	runConversationsSuite(t, open)
 
 	t.Run("Ping", func(t *testing.T) {
 		t.Parallel()
