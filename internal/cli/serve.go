@@ -16,6 +16,7 @@ import (
 	"github.com/agentapi/agentapi/internal/config"
 	"github.com/agentapi/agentapi/internal/gateway"
 	"github.com/agentapi/agentapi/internal/httpapi"
+	"github.com/agentapi/agentapi/internal/mcp"
 	"github.com/agentapi/agentapi/internal/metrics"
 	"github.com/agentapi/agentapi/internal/ratelimit"
 	"github.com/agentapi/agentapi/internal/redisconn"
@@ -190,6 +191,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Models:         cfg.Upstream.Models,
 		DefaultModel:   cfg.Upstream.Model,
 	})
+	mcpServers, mcpClient, err := newMCP(cfg, st, m, tracer, logger)
+	if err != nil {
+		return err
+	}
+	defer mcpClient.Close()
 	// Closed (flushed) below once the last request is done; the deferred
 	// Close covers the early returns.
 	accessLog := httpapi.NewAccessLog(logger, m, cfg.Observability.AccessLogBatch)
@@ -240,6 +246,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Sockets:                sockets,
 		ResponsesSocketIdle:    cfg.Responses.SocketIdle,
 		ResponsesSocketMemory:  cfg.Responses.SocketMemory,
+
+		// MCP: the admin registry of MCP servers.
+		MCPServers: mcpServers,
 	})
 	if err != nil {
 		return err
@@ -318,6 +327,26 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// newMCP builds the registry of MCP servers (store-backed, headers sealed
+// under SECRET_KEY) and the client that calls them, with MCP_* bounds,
+// metrics per call and a span per call when tracing is on.
+func newMCP(cfg config.Config, st *store.Store, m *metrics.Metrics, tracer trace.Tracer, logger *slog.Logger) (*mcp.Registry, *mcp.Client, error) {
+	reg, err := mcp.NewRegistry(mcp.RegistryOptions{Store: st, SecretKey: cfg.Auth.SecretKey, PreviousSecretKey: cfg.Auth.SecretKeyPrevious})
+	if err != nil {
+		return nil, nil, fmt.Errorf("mcp registry: %w", err)
+	}
+	client := mcp.NewClient(mcp.ClientOptions{
+		CallTimeout:    cfg.MCP.CallTimeout,
+		MaxOutputBytes: int(cfg.MCP.MaxOutputBytes),
+		ToolsTTL:       cfg.MCP.ToolsTTL,
+		Version:        Version,
+		Logger:         logger,
+		Tracer:         tracer,
+		OnCall:         m.MCPToolCall,
+	})
+	return reg, client, nil
 }
 
 // newRevocations builds the list that spreads logouts: in-process only

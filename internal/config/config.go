@@ -49,6 +49,7 @@ type Config struct {
 	Upstream      Upstreams
 	Tiers         tier.Table
 	Responses     Responses
+	MCP           MCP
 	Cache         Cache
 	Observability Observability
 }
@@ -178,6 +179,20 @@ type Responses struct {
 	SocketMemory int64
 }
 
+// MCP is how agentapi talks to MCP servers: the agent loop's tool calls
+// and the MCP gateway's share these bounds.
+type MCP struct {
+	// CallTimeout bounds one tool call (or tool listing) to an MCP server,
+	// connecting included (MCP_CALL_TIMEOUT).
+	CallTimeout time.Duration
+	// MaxOutputBytes is the most of a tool's result agentapi passes on;
+	// the rest is cut and the result marked as cut (MCP_MAX_OUTPUT_BYTES).
+	MaxOutputBytes int64
+	// ToolsTTL is how long a server's tool list is reused before it is
+	// asked again (MCP_TOOLS_TTL); 0 asks every time.
+	ToolsTTL time.Duration
+}
+
 // Cache is the response cache.
 type Cache struct {
 	// TTL is a cached answer's longest life; 0 turns the cache off.
@@ -260,6 +275,11 @@ func (c Config) LogValue() slog.Value {
 		slog.Group("responses",
 			slog.String("responses_ttl", c.Responses.TTL.String()),
 			slog.Int64("responses_context_tokens", c.Responses.ContextTokens),
+		),
+		slog.Group("mcp",
+			slog.String("mcp_call_timeout", c.MCP.CallTimeout.String()),
+			slog.Int64("mcp_max_output_bytes", c.MCP.MaxOutputBytes),
+			slog.String("mcp_tools_ttl", c.MCP.ToolsTTL.String()),
 		),
 		slog.Group("cache",
 			slog.String("cache_ttl", ch.TTL.String()),

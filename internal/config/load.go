@@ -38,6 +38,8 @@ var fixedVariables = []string{
 	"UPSTREAM_FALLBACKS", "UPSTREAM_RETRIES", "UPSTREAM_BREAKER_FAILURES", "UPSTREAM_BREAKER_COOLDOWN",
 	// responses
 	"RESPONSES_TTL", "RESPONSES_CONTEXT_TOKENS", "RESPONSES_WS_IDLE_TIMEOUT", "RESPONSES_WS_MEMORY_BYTES",
+	// mcp
+	"MCP_CALL_TIMEOUT", "MCP_MAX_OUTPUT_BYTES", "MCP_TOOLS_TTL",
 	// cache
 	"CACHE_TTL", "CACHE_SCOPE", "CACHE_MAX_BYTES",
 	// observability
@@ -144,6 +146,7 @@ func Load(getenv func(string) string, envFile string) (Config, error) {
 		SocketIdle:    l.duration("RESPONSES_WS_IDLE_TIMEOUT", 10*time.Minute, time.Second),
 		SocketMemory:  l.integer("RESPONSES_WS_MEMORY_BYTES", 16<<20, 64<<10, 1<<32),
 	}
+	c.MCP = l.mcp()
 	c.Cache = Cache{
 		TTL:      l.duration("CACHE_TTL", time.Hour, 0),
 		Scope:    l.oneOf("CACHE_SCOPE", "user", "user", "global"),
@@ -291,6 +294,16 @@ func (l *loader) tiers(maxBody int64) tier.Table {
 		l.fail("RATE_LIMIT_*", err.Error())
 	}
 	return t
+}
+
+// mcp reads the MCP group. More of the MCP settings (user-supplied
+// servers, turn caps) join it here.
+func (l *loader) mcp() MCP {
+	return MCP{
+		CallTimeout:    l.duration("MCP_CALL_TIMEOUT", 30*time.Second, 10*time.Millisecond),
+		MaxOutputBytes: l.integer("MCP_MAX_OUTPUT_BYTES", 256<<10, 256, 64<<20),
+		ToolsTTL:       l.duration("MCP_TOOLS_TTL", time.Minute, 0),
+	}
 }
 
 func (l *loader) observability() Observability {

@@ -20,6 +20,7 @@ import (
 	"github.com/agentapi/agentapi/internal/cache"
 	"github.com/agentapi/agentapi/internal/gateway"
 	"github.com/agentapi/agentapi/internal/llm"
+	"github.com/agentapi/agentapi/internal/mcp"
 	"github.com/agentapi/agentapi/internal/metrics"
 	"github.com/agentapi/agentapi/internal/ratelimit"
 	"github.com/agentapi/agentapi/internal/store"
@@ -113,6 +114,9 @@ type testOptions struct {
 	// cache replaces the in-process cache; admitter is Deps.Admitter.
 	cache    cache.Store
 	admitter gateway.Admitter
+	// mcpBuiltin are built-in MCP servers of the registry (which is
+	// always store-backed).
+	mcpBuiltin []mcp.Server
 }
 
 // RequestCaps and TierCaps give the tiers' request caps in tests.
@@ -213,6 +217,10 @@ func newTestAPI(t *testing.T, o testOptions) *testAPI {
 		Models: o.models, DefaultModel: "test-model",
 	})
 	m := metrics.New()
+	mcpServers, err := mcp.NewRegistry(mcp.RegistryOptions{Store: st, Builtin: o.mcpBuiltin, SecretKey: "test-secret-test-secret-test-secret", TTL: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
 	h, err := NewHandler(Deps{
 		Logger:  logger,
 		AppName: "AI Agent API",
@@ -233,6 +241,7 @@ func newTestAPI(t *testing.T, o testOptions) *testAPI {
 		Revoker:            o.revoker,
 		LoginLimits:        o.loginLimits,
 		Responses:          st,
+		MCPServers:         mcpServers,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -73,5 +73,15 @@ func addRoutes(mux router, d Deps, states *accountStates, openapi []byte) {
 	mux.Handle("PATCH /admin/users/{id}", admin(handleAdminPatchUser(d.Logger, d.Admin, states)))
 	mux.Handle("GET /admin/users/{id}/usage", admin(handleAdminUserUsage(d.Logger, d.Admin)))
 
+	mcpServers := d.MCPServers
+	if mcpServers == nil {
+		mcpServers = emptyMCPRegistry()
+	}
+	mux.Handle("GET /admin/mcp-servers", admin(handleAdminListMCPServers(d.Logger, mcpServers)))
+	mux.Handle("POST /admin/mcp-servers", admin(handleAdminCreateMCPServer(d.Logger, mcpServers)))
+	mux.Handle("GET /admin/mcp-servers/{label}", admin(handleAdminGetMCPServer(d.Logger, mcpServers)))
+	mux.Handle("PATCH /admin/mcp-servers/{label}", admin(handleAdminPatchMCPServer(d.Logger, mcpServers)))
+	mux.Handle("DELETE /admin/mcp-servers/{label}", admin(handleAdminDeleteMCPServer(d.Logger, mcpServers)))
+
 	addConsoleRoutes(mux, d, sess, states, authn)
 }

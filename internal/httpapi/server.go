@@ -108,6 +108,9 @@ type Deps struct {
 	// store: false responses; 0 means 16 MiB.
 	ResponsesSocketIdle   time.Duration
 	ResponsesSocketMemory int64
+	// MCPServers is the registry of MCP servers admins manage through
+	// /admin/mcp-servers; nil means an empty one that cannot be written.
+	MCPServers mcpRegistry
 }
 
 // NewHandler builds the whole HTTP handler: middleware around every route.

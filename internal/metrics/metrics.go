@@ -32,6 +32,7 @@ type Metrics struct {
 	tokens           *prometheus.CounterVec
 	dependencyErrors *prometheus.CounterVec
 	inFlightStreams  prometheus.Gauge
+	mcpCalls         *prometheus.HistogramVec
 }
 
 // latencyBuckets spans sub-millisecond gateway overhead up to long model calls.
@@ -63,9 +64,12 @@ func New() *Metrics {
 			Help: "Errors talking to Redis or the database, by dependency."}, []string{"dependency"}),
 		inFlightStreams: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "streams_in_flight",
 			Help: "Streamed (SSE) responses currently open."}),
+		mcpCalls: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "mcp_tool_call_duration_seconds",
+			Help: "Tool calls to MCP servers (agent loop and /mcp gateway) by server, tool and outcome (ok, tool_error, timeout, unavailable, protocol_error, cancelled, rate_limited, forbidden).", Buckets: latencyBuckets},
+			[]string{"server", "tool", "outcome"}),
 	}
 	reg.MustRegister(m.requests, m.requestDuration, m.limiterDecisions, m.cacheLookups, m.upstreamDuration,
-		m.upstreamErrors, m.upstreamRetries, m.tokens, m.dependencyErrors, m.inFlightStreams,
+		m.upstreamErrors, m.upstreamRetries, m.tokens, m.dependencyErrors, m.inFlightStreams, m.mcpCalls,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Pre-create the common series so dashboards show zeros, not gaps.
 	for _, r := range []string{"hit", "miss"} {
@@ -192,4 +196,14 @@ func (m *Metrics) StreamEnded() {
 	if m != nil {
 		m.inFlightStreams.Dec()
 	}
+}
+
+// MCPToolCall records one tool call to an MCP server as it ends. server and
+// tool come from the admin registry (user-supplied servers are reported
+// under one name), which keeps the label set bounded.
+func (m *Metrics) MCPToolCall(server, tool, outcome string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.mcpCalls.WithLabelValues(server, tool, outcome).Observe(d.Seconds())
 }

@@ -51,6 +51,7 @@ func runStoreSuite(t *testing.T, open func(t *testing.T) *Store) {
 	runRefreshSuite(t, open)
 	runResponsesSuite(t, open)
 	runConversationsSuite(t, open)
+	runMCPSuite(t, open)
 
 	t.Run("Ping", func(t *testing.T) {
 		t.Parallel()
