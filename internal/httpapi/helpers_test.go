@@ -23,6 +23,7 @@ import (
 	"github.com/agentapi/agentapi/internal/mcp"
 	"github.com/agentapi/agentapi/internal/metrics"
 	"github.com/agentapi/agentapi/internal/ratelimit"
+	"github.com/agentapi/agentapi/internal/responses"
 	"github.com/agentapi/agentapi/internal/store"
 	"github.com/agentapi/agentapi/internal/testkit"
 	"github.com/agentapi/agentapi/internal/testkit/fakeopenai"
@@ -117,6 +118,10 @@ type testOptions struct {
 	// mcpBuiltin are built-in MCP servers of the registry (which is
 	// always store-backed).
 	mcpBuiltin []mcp.Server
+	// sockets and socketIdle are the WebSocket mode's tracker and idle
+	// timeout (nil, 0: the defaults).
+	sockets    *Sockets
+	socketIdle time.Duration
 }
 
 // RequestCaps and TierCaps give the tiers' request caps in tests.
@@ -221,6 +226,10 @@ func newTestAPI(t *testing.T, o testOptions) *testAPI {
 	if err != nil {
 		t.Fatal(err)
 	}
+	sealer, err := responses.NewSealer([]byte("test secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	h, err := NewHandler(Deps{
 		Logger:  logger,
 		AppName: "AI Agent API",
@@ -233,15 +242,19 @@ func newTestAPI(t *testing.T, o testOptions) *testAPI {
 		Gateway: gw,
 		Limiter: lim,
 		APIKeys: st, UsageReports: st,
-		StreamWriteTimeout: o.writeTimeout,
-		Ready:              []ReadyCheck{{Name: "database", Check: st.Ping}},
-		CORSOrigins:        o.cors,
-		MaxBodyBytes:       o.maxBody,
-		Sessions:           st,
-		Revoker:            o.revoker,
-		LoginLimits:        o.loginLimits,
-		Responses:          st,
-		MCPServers:         mcpServers,
+		StreamWriteTimeout:  o.writeTimeout,
+		Ready:               []ReadyCheck{{Name: "database", Check: st.Ping}},
+		CORSOrigins:         o.cors,
+		MaxBodyBytes:        o.maxBody,
+		Sessions:            st,
+		Revoker:             o.revoker,
+		LoginLimits:         o.loginLimits,
+		Responses:           st,
+		MCPServers:          mcpServers,
+		Conversations:       st,
+		CompactionSealer:    sealer,
+		Sockets:             o.sockets,
+		ResponsesSocketIdle: o.socketIdle,
 	})
 	if err != nil {
 		t.Fatal(err)
