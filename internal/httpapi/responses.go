@@ -375,17 +375,17 @@ func (a *responsesAPI) streamHTTP(w http.ResponseWriter, r *http.Request, call *
 	var rc *http.ResponseController
 	buf := make([]byte, 0, 1024)
 	info := requestInfoFrom(r.Context())
-	started := false
-	var endFn func()
+	var end func()
 	defer func() {
-		if endFn != nil {
-			endFn()
+		if end != nil {
+			end()
 		}
 	}()
+	// The stream opens with its first events, so that a call that cannot
+	// start is still answered with a plain error status.
 	res := a.streamTurn(r.Context(), call, t, func(events []responses.Event) error {
-		if !started {
-			started = true
-			rc, endFn = m.openEventStream(w)
+		if rc == nil {
+			rc, end = m.openEventStream(w)
 		}
 		for _, ev := range events {
 			buf = ev.AppendSSE(buf[:0])

@@ -10,10 +10,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coder/websocket"
-
 	"github.com/agentapi/agentapi/internal/responses"
 	"github.com/agentapi/agentapi/internal/tier"
+	"github.com/coder/websocket"
 )
 
 // Bounds of the WebSocket mode of /v1/responses.

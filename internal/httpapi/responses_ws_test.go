@@ -7,10 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentapi/agentapi/internal/responses"
 	"github.com/coder/websocket"
 	"github.com/tidwall/gjson"
-
-	"github.com/agentapi/agentapi/internal/responses"
 )
 
 // dialResponses opens the WebSocket mode as token.

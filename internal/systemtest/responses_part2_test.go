@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	"github.com/agentapi/agentapi/internal/pgtest"
 	"github.com/agentapi/agentapi/internal/redistest"
 	"github.com/agentapi/agentapi/internal/testkit/fakeopenai"
+	"github.com/coder/websocket"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/conversations"
 	"github.com/openai/openai-go/v3/option"
@@ -342,5 +345,61 @@ func TestConversationsEndToEnd(t *testing.T) {
 	}
 	if _, err := c1.Conversations.Get(ctx, conv.ID); err == nil {
 		t.Error("a deleted conversation is still there")
+	}
+}
+
+// TestResponsesWebSocketShutdown stops the whole program (as SIGTERM
+// does) while a WebSocket turn is running: the turn still completes on
+// the socket, the socket is then closed with 1001, and the program exits
+// cleanly with the response stored.
+func TestResponsesWebSocketShutdown(t *testing.T) {
+	t.Parallel()
+	up := fakeopenai.New(t, fakeopenai.Options{})
+	s := startServer(t, map[string]string{
+		"DATABASE_URL": filepath.Join(t.TempDir(), "agentapi.db"), "OPENAI_API_KEY": "sk-upstream-test", "OPENAI_BASE_URL": up.URL + "/v1",
+	})
+	_, m, _ := call(t, "POST", s.url+"/auth/login", "", map[string]string{"email": "user@example.com", "password": "password"})
+	token, _ := m["access_token"].(string)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(s.url, "http")+"/v1/responses",
+		&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + token}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	if err := conn.Write(ctx, websocket.MessageText, []byte(`{"type":"response.create","model":"m","input":"[fault:held] hi"}`)); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		_, data, err := conn.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gjson.GetBytes(data, "type").Str == "response.output_text.delta" {
+			break // running, the rest held upstream
+		}
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- s.shutdown(t) }()
+	up.Release()
+	var final gjson.Result
+	for {
+		_, data, err := conn.Read(ctx)
+		if err != nil {
+			if websocket.CloseStatus(err) != websocket.StatusGoingAway {
+				t.Errorf("socket closed with %v, want 1001", err)
+			}
+			break
+		}
+		if ev := gjson.ParseBytes(data); ev.Get("type").Str == "response.completed" {
+			final = ev
+		}
+	}
+	if final.Get("response.status").Str != "completed" {
+		t.Errorf("the running turn did not complete before the close")
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("shutdown: %v", err)
 	}
 }
