@@ -17,6 +17,7 @@ import (
 	"github.com/agentapi/agentapi/internal/gateway"
 	"github.com/agentapi/agentapi/internal/httpapi"
 	"github.com/agentapi/agentapi/internal/mcp"
+	"github.com/agentapi/agentapi/internal/mcpgateway"
 	"github.com/agentapi/agentapi/internal/metrics"
 	"github.com/agentapi/agentapi/internal/ratelimit"
 	"github.com/agentapi/agentapi/internal/redisconn"
@@ -196,6 +197,23 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	defer mcpClient.Close()
+	mcpGateway := mcpgateway.New(mcpgateway.Options{
+		Registry: mcpServers, Client: mcpClient,
+		// Tool calls spend from the tier's MCP bucket on the limiter
+		// model calls use, so the limit is exact across replicas.
+		Limiter: lim, Tiers: cfg.Tiers,
+		Audit: st, Logger: logger,
+		OnRefused:    func(server, tool, outcome string) { m.MCPToolCall(server, tool, outcome, 0) },
+		Version:      Version,
+		MaxBodyBytes: cfg.Server.MaxBodyBytes,
+	})
+	defer func() {
+		// Normally closed after the server drained (below); this covers
+		// the early returns.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		mcpGateway.Close(ctx)
+	}()
 	// Closed (flushed) below once the last request is done; the deferred
 	// Close covers the early returns.
 	accessLog := httpapi.NewAccessLog(logger, m, cfg.Observability.AccessLogBatch)
@@ -247,8 +265,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		ResponsesSocketIdle:    cfg.Responses.SocketIdle,
 		ResponsesSocketMemory:  cfg.Responses.SocketMemory,
 
-		// MCP: the admin registry of MCP servers.
+		// MCP: the admin registry of MCP servers, the /mcp gateway in
+		// front of them, and the audit of their tool calls.
 		MCPServers: mcpServers,
+		MCPGateway: mcpGateway,
+		MCPCalls:   st,
 	})
 	if err != nil {
 		return err
@@ -312,6 +333,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	flushCtx, cancelFlush := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancelFlush()
 	accessLog.Close()
+	if err := mcpGateway.Close(flushCtx); err != nil {
+		logger.Warn("tool-call audit records still queued at exit were dropped", "error", err.Error())
+	}
 	if err := rec.Close(flushCtx); err != nil {
 		return err
 	}

@@ -255,6 +255,7 @@ func newTestAPI(t *testing.T, o testOptions) *testAPI {
 		CompactionSealer:    sealer,
 		Sockets:             o.sockets,
 		ResponsesSocketIdle: o.socketIdle,
+		MCPCalls:            st,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -82,3 +82,40 @@ func TestAdminMCPServers(t *testing.T) {
 		t.Error("the registry's header value reached the log")
 	}
 }
+
+func TestMCPCallsQuery(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t, testOptions{})
+	tok := a.user("calls@example.com")
+	tests := []struct {
+		query  string
+		status int
+	}{
+		{"", http.StatusOK},
+		{"?server=docs&tool=search&outcome=ok&since=2026-01-31&limit=10&offset=5", http.StatusOK},
+		{"?since=2026-01-31T12:00:00Z", http.StatusOK},
+		{"?limit=0", http.StatusUnprocessableEntity},
+		{"?limit=501", http.StatusUnprocessableEntity},
+		{"?offset=-1", http.StatusUnprocessableEntity},
+		{"?since=yesterday", http.StatusUnprocessableEntity},
+		{"?tool=" + strings.Repeat("x", 300), http.StatusUnprocessableEntity},
+	}
+	for _, tc := range tests {
+		if r := a.do("GET", "/usage/mcp-calls"+tc.query, tok, nil); r.status != tc.status {
+			t.Errorf("%q: %d %s, want %d", tc.query, r.status, r, tc.status)
+		}
+	}
+	if r := a.do("GET", "/usage/mcp-calls", "", nil); r.status != http.StatusUnauthorized {
+		t.Errorf("anonymous: %d", r.status)
+	}
+	if r := a.do("GET", "/admin/mcp-calls", tok, nil); r.status != http.StatusForbidden {
+		t.Errorf("admin audit for a user: %d", r.status)
+	}
+	// Without a gateway /mcp answers a clear 404, after authentication.
+	if r := a.do("POST", "/mcp", tok, map[string]any{"jsonrpc": "2.0", "id": 1, "method": "ping"}); r.status != http.StatusNotFound {
+		t.Errorf("/mcp without a gateway: %d %s", r.status, r)
+	}
+	if r := a.do("POST", "/mcp", "", map[string]any{"jsonrpc": "2.0", "id": 1, "method": "ping"}); r.status != http.StatusUnauthorized {
+		t.Errorf("/mcp anonymous: %d", r.status)
+	}
+}

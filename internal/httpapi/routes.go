@@ -82,6 +82,14 @@ func addRoutes(mux router, d Deps, states *accountStates, openapi []byte) {
 	mux.Handle("GET /admin/mcp-servers/{label}", admin(handleAdminGetMCPServer(d.Logger, mcpServers)))
 	mux.Handle("PATCH /admin/mcp-servers/{label}", admin(handleAdminPatchMCPServer(d.Logger, mcpServers)))
 	mux.Handle("DELETE /admin/mcp-servers/{label}", admin(handleAdminDeleteMCPServer(d.Logger, mcpServers)))
+	mux.Handle("GET /admin/mcp-calls", admin(handleAdminMCPCalls(d.Logger, d.MCPCalls)))
+
+	// The MCP gateway authenticates every request (it is stateless); each
+	// tools/call spends from the tier's MCP bucket inside it.
+	mcpHandler := authnKey(handleMCP(d.Logger, d.MCPGateway))
+	mux.Handle("POST /mcp", mcpHandler)
+	mux.Handle("POST /mcp/{server_label}", mcpHandler)
+	mux.Handle("GET /usage/mcp-calls", authnKey(handleMyMCPCalls(d.Logger, d.MCPCalls)))
 
 	addConsoleRoutes(mux, d, sess, states, authn)
 }

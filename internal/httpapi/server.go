@@ -111,6 +111,11 @@ type Deps struct {
 	// MCPServers is the registry of MCP servers admins manage through
 	// /admin/mcp-servers; nil means an empty one that cannot be written.
 	MCPServers mcpRegistry
+	// MCPGateway serves /mcp; nil answers 404 there.
+	MCPGateway mcpGateway
+	// MCPCalls reads the tool calls' audit (/admin/mcp-calls,
+	// /usage/mcp-calls); nil lists nothing.
+	MCPCalls mcpCallStore
 }
 
 // NewHandler builds the whole HTTP handler: middleware around every route.

@@ -367,6 +367,8 @@ func OutcomeOf(res *sdk.CallToolResult, err error) string {
 // request was refused, not run) is replaced and fn run once more; one that
 // broke otherwise is dropped so the next call connects afresh.
 func (c *Client) withSession(ctx context.Context, s Server, op string, fn func(context.Context, *sdk.ClientSession) error) error {
+	ctx, stop := isolate(ctx)
+	defer stop()
 	ctx, cancel := context.WithTimeoutCause(ctx, c.o.CallTimeout, ErrTimeout)
 	defer cancel()
 	for attempt := 0; ; attempt++ {
@@ -383,6 +385,21 @@ func (c *Client) withSession(ctx context.Context, s Server, op string, fn func(c
 			continue
 		}
 		return c.wrap(ctx, s, op, err)
+	}
+}
+
+// isolate returns a context that ends when parent does but carries none of
+// its values except the trace span. The SDK keeps per-request state in
+// context values (the negotiated protocol version, above all): when the
+// caller is itself serving an MCP request (the gateway), those values would
+// otherwise leak into the requests made to the server behind it.
+func isolate(parent context.Context) (context.Context, func()) {
+	ctx := trace.ContextWithSpan(context.Background(), trace.SpanFromContext(parent))
+	ctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(parent, func() { cancel(context.Cause(parent)) })
+	return ctx, func() {
+		stop()
+		cancel(nil)
 	}
 }
 
