@@ -187,15 +187,11 @@ func (a *responsesAPI) parseNewItems(ctx context.Context, raw json.RawMessage, p
 // parseConversationMetadata checks metadata as the Responses API does (16
 // string keys and values).
 func parseConversationMetadata(raw json.RawMessage) ([]byte, error) {
-	if len(raw) == 0 || string(raw) == "null" {
-		return []byte("{}"), nil
-	}
-	body, _ := json.Marshal(map[string]json.RawMessage{"metadata": raw, "input": json.RawMessage(`""`)})
-	req, err := responses.Parse(body)
+	m, err := responses.ParseMetadata(raw)
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(req.Metadata)
+	return json.Marshal(m)
 }
 
 func (a *responsesAPI) conversationsReady() error {
