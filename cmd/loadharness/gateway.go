@@ -104,9 +104,12 @@ func startGateway(ctx context.Context, o gatewayOptions) (*gateway, error) {
 		"UPSTREAM_TIMEOUT":      "30s",
 		"RATE_LIMIT_PRO":        "1099511627776", // 1<<40, the largest allowed
 		"RATE_LIMIT_PRO_REFILL": "1000000000",
-		"LOG_LEVEL":             "info",
-		"DEMO_USER":             "false",
-		"SHUTDOWN_TIMEOUT":      "5s",
+		// Tool calls through /mcp spend from a bucket of their own.
+		"MCP_RATE_LIMIT_PRO":        "1099511627776",
+		"MCP_RATE_LIMIT_PRO_REFILL": "1000000000",
+		"LOG_LEVEL":                 "info",
+		"DEMO_USER":                 "false",
+		"SHUTDOWN_TIMEOUT":          "5s",
 	}
 	if o.redisURL != "" {
 		env["REDIS_URL"] = o.redisURL
@@ -122,7 +125,8 @@ func startGateway(ctx context.Context, o gatewayOptions) (*gateway, error) {
 	email := "harness-" + hex.EncodeToString(secret[:6]) + "@example.com"
 	password := hex.EncodeToString(secret[6:22])
 	var out bytes.Buffer
-	if err := cli.Run(ctx, []string{"users", "create", "--email", email, "--password-stdin", "--tier", tier.Pro},
+	// An administrator, so that the harness can register its MCP server.
+	if err := cli.Run(ctx, []string{"users", "create", "--email", email, "--password-stdin", "--tier", tier.Pro, "--admin"},
 		getenv, strings.NewReader(password+"\n"), &out, &out); err != nil {
 		return nil, fmt.Errorf("%s: users create: %w (%s)", o.name, err, out.String())
 	}

@@ -239,9 +239,31 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		gateways = append(gateways, gwRedis)
 	}
 
+	mcpURL, stopMCP, err := startMCPUpstream()
+	if err != nil {
+		return err
+	}
+	defer stopMCP()
 	targets, notes, err := buildTargets(o, up, proxyURL, gw, gwRedis)
 	if err != nil {
 		return err
+	}
+	hasMCP, err := registerMCPServer(gw, mcpURL)
+	if err != nil {
+		return err
+	}
+	if hasMCP {
+		for _, t := range []*target{
+			{id: "mcp-direct", about: "tools/call straight to an MCP server of the SDK (stateless, JSON), no hop", url: mcpURL,
+				header: mcpHeader(""), body: mcpCallBody("echo"), check: checkMCPCall},
+			{id: "mcp-gateway", about: "the same tools/call through the gateway's /mcp (API key, registry, MCP bucket, pooled session, audit)", url: gw.url + "/mcp",
+				header: mcpHeader(gw.apiKey), body: mcpCallBody(mcpBenchLabel + "__echo"), check: checkMCPCall},
+		} {
+			t.client = newClient(10000)
+			targets = append(targets, t)
+		}
+	} else {
+		notes = append(notes, "this build has no MCP gateway: the mcp targets were skipped")
 	}
 	var plain, streaming []*target
 	for _, t := range targets {
