@@ -9,15 +9,61 @@ import (
 	"time"
 
 	"github.com/agentapi/agentapi/internal/budget"
+	"github.com/agentapi/agentapi/internal/catalog"
 	"github.com/agentapi/agentapi/internal/config"
+	"github.com/agentapi/agentapi/internal/gateway"
 	"github.com/agentapi/agentapi/internal/llm"
 	"github.com/agentapi/agentapi/internal/metrics"
 	"github.com/agentapi/agentapi/internal/telemetry"
 	"github.com/redis/go-redis/v9"
 )
 
-// redisBudgetPrefix is the budgets' sub-prefix under REDIS_KEY_PREFIX.
-const redisBudgetPrefix = "budget:"
+// Sub-prefixes under REDIS_KEY_PREFIX: token budgets, spend budgets and
+// the deployments' per-minute capacity.
+const (
+	redisBudgetPrefix   = "budget:"
+	redisSpendPrefix    = "spend:"
+	redisCapacityPrefix = "capacity:"
+)
+
+// openCatalogue loads MODELS_FILE, when set, and watches it for changes
+// until ctx ends. Key references are resolved through getenv, the
+// environment the program was started with.
+func openCatalogue(ctx context.Context, cfg config.Config, getenv func(string) string, logger *slog.Logger) (*catalog.Live, error) {
+	if cfg.Upstream.ModelsFile == "" {
+		return nil, nil
+	}
+	var tiers []string
+	for _, t := range cfg.Tiers.All() {
+		tiers = append(tiers, t.Name)
+	}
+	live, err := catalog.Open(catalog.Options{Path: cfg.Upstream.ModelsFile, Tiers: tiers, Getenv: getenv, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	go live.Watch(ctx, cfg.Upstream.ModelsReload)
+	return live, nil
+}
+
+// gatewayCatalog and adminCatalogue hand the catalogue on as an interface
+// that is nil, not a typed nil, without one.
+func gatewayCatalog(l *catalog.Live) gateway.Catalog {
+	if l == nil {
+		return nil
+	}
+	return l
+}
+
+func adminCatalogue(l *catalog.Live) interface {
+	Current() *catalog.Catalog
+	Put(m catalog.Model) (*catalog.Catalog, error)
+	Delete(name string) error
+} {
+	if l == nil {
+		return nil
+	}
+	return l
+}
 
 // provider is what serve hands the HTTP layer as its model.
 type provider interface {
@@ -31,7 +77,32 @@ type provider interface {
 // OPENAI_BASE_URL and each of UPSTREAM_FALLBACKS in order. Upstreams are
 // named "openai", "fallback-1", ... in logs and metrics: never by URL, which
 // may carry credentials, and never by key.
-func newProvider(cfg config.Config, m *metrics.Metrics, tracing *telemetry.Tracing, logger *slog.Logger) (provider, error) {
+func newProvider(cfg config.Config, models *catalog.Live, rdb redis.UniversalClient, m *metrics.Metrics, tracing *telemetry.Tracing, logger *slog.Logger) (provider, error) {
+	retries := cfg.Upstream.Retries
+	if retries == 0 {
+		retries = -1 // RouterOptions reads 0 as "the default"
+	}
+	routing := llm.RouterOptions{
+		Timeout:         cfg.Upstream.Timeout,
+		Retries:         retries,
+		BreakerFailures: uint32(cfg.Upstream.BreakerFailures),
+		BreakerCooldown: cfg.Upstream.BreakerCooldown,
+		Logger:          logger,
+		OnRetry:         m.UpstreamRetry,
+	}
+	if models != nil {
+		// Deployments are named in logs and metrics by their catalogue
+		// name, never by URL or key.
+		var capacity llm.Capacity
+		if rdb != nil {
+			capacity = catalog.NewRedisCapacity(rdb, cfg.Redis.KeyPrefix+redisCapacityPrefix, nil)
+		}
+		logger.Info("model provider: catalogue", "models_file", cfg.Upstream.ModelsFile, "models", len(models.Current().Models))
+		return llm.NewCatalogueRouter(models, llm.CatalogueOptions{Router: routing, Capacity: capacity,
+			Transport: func(name string) http.RoundTripper {
+				return tracing.Transport(&metrics.Transport{Base: llm.NewTransport(), Upstream: name, Metrics: m})
+			}}), nil
+	}
 	if cfg.MockLLM() {
 		logger.Warn("OPENAI_API_KEY is not set: answering with the built-in offline mock model (development only)")
 		return llm.NewMock(), nil
@@ -52,18 +123,7 @@ func newProvider(cfg config.Config, m *metrics.Metrics, tracing *telemetry.Traci
 		}
 		clients = append(clients, c)
 	}
-	retries := cfg.Upstream.Retries
-	if retries == 0 {
-		retries = -1 // RouterOptions reads 0 as "the default"
-	}
-	r, err := llm.NewRouter(clients, llm.RouterOptions{
-		Timeout:         cfg.Upstream.Timeout,
-		Retries:         retries,
-		BreakerFailures: uint32(cfg.Upstream.BreakerFailures),
-		BreakerCooldown: cfg.Upstream.BreakerCooldown,
-		Logger:          logger,
-		OnRetry:         m.UpstreamRetry,
-	})
+	r, err := llm.NewRouter(clients, routing)
 	if err != nil {
 		return nil, err
 	}
@@ -72,15 +132,16 @@ func newProvider(cfg config.Config, m *metrics.Metrics, tracing *telemetry.Traci
 	return r, nil
 }
 
-// newBudget keeps token budgets in Redis when there is one (every replica
-// enforces one budget), else in this process.
-func newBudget(cfg config.Config, rdb redis.UniversalClient) interface {
+// newBudget keeps budgets (tokens, or spend in picodollars) in Redis
+// under prefix when there is one (every replica enforces one budget), else
+// in this process.
+func newBudget(cfg config.Config, rdb redis.UniversalClient, prefix string) interface {
 	Reserve(ctx context.Context, userID string, limit, amount int64) (budget.Reservation, budget.Status, error)
 	Settle(ctx context.Context, r budget.Reservation, actual int64) error
 	Status(ctx context.Context, userID string, limit int64) (budget.Status, error)
 } {
 	if rdb != nil {
-		return budget.NewRedis(rdb, cfg.Redis.KeyPrefix+redisBudgetPrefix, nil)
+		return budget.NewRedis(rdb, cfg.Redis.KeyPrefix+prefix, nil)
 	}
 	return budget.NewMemory(nil)
 }

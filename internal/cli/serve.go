@@ -168,7 +168,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		admit.Direct = lim
 		admitter = admit
 	}
-	provider, err := newProvider(cfg, m, tracing, logger)
+	models, err := openCatalogue(bg, cfg, getenv, logger)
+	if err != nil {
+		return err
+	}
+	provider, err := newProvider(cfg, models, rdb, m, tracing, logger)
 	if err != nil {
 		return err
 	}
@@ -187,10 +191,12 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Usage: rec,
 		// Token budgets are a cost control: while their store is down
 		// calls go on, unless the operator chose deny for Redis trouble.
-		Budget:         newBudget(cfg, rdb),
+		Budget:         newBudget(cfg, rdb, redisBudgetPrefix),
+		Spend:          newBudget(cfg, rdb, redisSpendPrefix),
 		BudgetFailOpen: cfg.Redis.FailsOpen(),
 		Models:         cfg.Upstream.Models,
 		DefaultModel:   cfg.Upstream.Model,
+		Catalog:        gatewayCatalog(models),
 	})
 	mcpServers, mcpClient, err := newMCP(cfg, st, m, tracer, logger)
 	if err != nil {
@@ -270,6 +276,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		MCPServers: mcpServers,
 		MCPGateway: mcpGateway,
 		MCPCalls:   st,
+
+		Models: adminCatalogue(models),
 	})
 	if err != nil {
 		return err

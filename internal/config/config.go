@@ -152,6 +152,12 @@ type Upstreams struct {
 	// BreakerCooldown, after which one probe goes through.
 	BreakerFailures int
 	BreakerCooldown time.Duration
+	// ModelsFile is the model catalogue (MODELS_FILE): with it, requests
+	// are routed by model name to the catalogue's deployments and the
+	// variables above serve only as defaults (LLM_MODEL) and timings.
+	// ModelsReload is how often the file is checked for changes.
+	ModelsFile   string
+	ModelsReload time.Duration
 }
 
 // Upstream is one more OpenAI-compatible API to fall back on.
@@ -222,7 +228,7 @@ type Observability struct {
 func (c Config) Production() bool { return c.Env == EnvProduction }
 
 // MockLLM reports whether the built-in offline model answers instead of an upstream.
-func (c Config) MockLLM() bool { return c.Upstream.APIKey == "" }
+func (c Config) MockLLM() bool { return c.Upstream.APIKey == "" && c.Upstream.ModelsFile == "" }
 
 // LogValue prints the effective configuration with every secret masked, so the
 // start-up log line can show it without leaking anything. Keys are the
@@ -270,6 +276,8 @@ func (c Config) LogValue() slog.Value {
 			slog.Int("upstream_retries", u.Retries),
 			slog.Int("upstream_breaker_failures", u.BreakerFailures),
 			slog.String("upstream_breaker_cooldown", u.BreakerCooldown.String()),
+			slog.String("models_file", u.ModelsFile),
+			slog.String("models_reload_interval", u.ModelsReload.String()),
 		),
 		slog.Any("tiers", tiersForLog(c.Tiers)),
 		slog.Group("responses",

@@ -36,6 +36,8 @@ var fixedVariables = []string{
 	// upstream
 	"OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_MODEL", "LLM_MODELS", "UPSTREAM_TIMEOUT",
 	"UPSTREAM_FALLBACKS", "UPSTREAM_RETRIES", "UPSTREAM_BREAKER_FAILURES", "UPSTREAM_BREAKER_COOLDOWN",
+	// model catalogue
+	"MODELS_FILE", "MODELS_RELOAD_INTERVAL",
 	// responses
 	"RESPONSES_TTL", "RESPONSES_CONTEXT_TOKENS", "RESPONSES_WS_IDLE_TIMEOUT", "RESPONSES_WS_MEMORY_BYTES",
 	// mcp
@@ -53,6 +55,7 @@ type tierVariables struct {
 	mcpRateLimit, mcpRateLimitRefill string
 	maxTokens, maxBodyBytes          string
 	tokenBudget                      string
+	spendLimit                       string
 }
 
 func variablesOf(name string) tierVariables {
@@ -65,11 +68,12 @@ func variablesOf(name string) tierVariables {
 		maxTokens:          "MAX_TOKENS_" + s,
 		maxBodyBytes:       "MAX_BODY_BYTES_" + s,
 		tokenBudget:        "TOKEN_BUDGET_" + s,
+		spendLimit:         "SPEND_LIMIT_" + s,
 	}
 }
 
 func (v tierVariables) list() []string {
-	return []string{v.rateLimit, v.rateLimitRefill, v.mcpRateLimit, v.mcpRateLimitRefill, v.maxTokens, v.maxBodyBytes, v.tokenBudget}
+	return []string{v.rateLimit, v.rateLimitRefill, v.mcpRateLimit, v.mcpRateLimitRefill, v.maxTokens, v.maxBodyBytes, v.tokenBudget, v.spendLimit}
 }
 
 // Variables lists every environment variable Load reads, and only those:
@@ -163,8 +167,8 @@ func Load(getenv func(string) string, envFile string) (Config, error) {
 		case len(c.Auth.SecretKey) < MinSecretBytes:
 			l.fail("SECRET_KEY", fmt.Sprintf("must be at least %d bytes when APP_ENV=production (got %d)", MinSecretBytes, len(c.Auth.SecretKey)))
 		}
-		if c.Upstream.APIKey == "" {
-			l.fail("OPENAI_API_KEY", "is required when APP_ENV=production (the offline mock model is for development)")
+		if c.Upstream.APIKey == "" && c.Upstream.ModelsFile == "" {
+			l.fail("OPENAI_API_KEY", "is required when APP_ENV=production without MODELS_FILE (the offline mock model is for development)")
 		}
 		if c.DemoUser {
 			l.fail("DEMO_USER", "the demo account is never created when APP_ENV=production")
@@ -244,6 +248,8 @@ func (l *loader) upstream() Upstreams {
 		Retries:         int(l.integer("UPSTREAM_RETRIES", 2, 0, 10)),
 		BreakerFailures: int(l.integer("UPSTREAM_BREAKER_FAILURES", 5, 1, 1000)),
 		BreakerCooldown: l.duration("UPSTREAM_BREAKER_COOLDOWN", 30*time.Second, 100*time.Millisecond),
+		ModelsFile:      l.str("MODELS_FILE", ""),
+		ModelsReload:    l.duration("MODELS_RELOAD_INTERVAL", 5*time.Second, 100*time.Millisecond),
 	}
 	if strings.ContainsAny(u.Model, " \t\r\n") || len(u.Model) > 200 {
 		l.fail("LLM_MODEL", "must be a model name without spaces, at most 200 characters")
@@ -251,7 +257,7 @@ func (l *loader) upstream() Upstreams {
 	if len(u.Models) > 0 && !slices.Contains(u.Models, u.Model) {
 		l.fail("LLM_MODEL", fmt.Sprintf("%q is not in LLM_MODELS; the default model must be one of the allowed ones", u.Model))
 	}
-	if len(u.Fallbacks) > 0 && u.APIKey == "" {
+	if len(u.Fallbacks) > 0 && u.APIKey == "" && u.ModelsFile == "" {
 		l.fail("UPSTREAM_FALLBACKS", "needs OPENAI_API_KEY: without it the offline mock model answers and fallbacks would never be used")
 	}
 	return u
@@ -285,6 +291,7 @@ func (l *loader) tiers(maxBody int64) tier.Table {
 			MaxTokens:    l.integer(v.maxTokens, d.maxTokens, 0, 1<<30),
 			MaxBodyBytes: l.bodyCap(v.maxBodyBytes, bodyDefault, maxBody),
 			DailyTokens:  l.integer(v.tokenBudget, 0, 0, 1<<50),
+			DailySpend:   l.usd(v.spendLimit),
 		})
 	}
 	t, err := tier.New(all...)

@@ -13,6 +13,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/shopspring/decimal"
+
 	"github.com/agentapi/agentapi/internal/ratelimit"
 )
 
@@ -356,4 +358,24 @@ func (l *loader) upstreams(name string) []Upstream {
 func (l *loader) fallbackMode(name string, def ratelimit.FallbackMode) ratelimit.FallbackMode {
 	modes := []string{string(ratelimit.FallbackLocal), string(ratelimit.FallbackAllow), string(ratelimit.FallbackDeny)}
 	return ratelimit.FallbackMode(l.oneOf(name, string(def), modes...))
+}
+
+// MaxSpendLimit is the largest daily spend limit in USD: budgets count
+// picodollars, exactly, in Redis scripts whose numbers are exact up to
+// 2^53 (about 9007 USD).
+const MaxSpendLimit = 9000
+
+// usd reads an amount of US dollars with at most 6 decimal places, from
+// 0 to MaxSpendLimit; unset is 0.
+func (l *loader) usd(name string) decimal.Decimal {
+	v, ok := l.lookup(name)
+	if !ok {
+		return decimal.Zero
+	}
+	d, err := decimal.NewFromString(strings.TrimSpace(v))
+	if err != nil || d.IsNegative() || d.GreaterThan(decimal.NewFromInt(MaxSpendLimit)) || -d.Exponent() > 6 {
+		l.fail(name, fmt.Sprintf("must be an amount in USD from 0 to %d with at most 6 decimal places, got %q", MaxSpendLimit, v))
+		return decimal.Zero
+	}
+	return d
 }

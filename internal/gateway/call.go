@@ -14,6 +14,7 @@ import (
 	"github.com/agentapi/agentapi/internal/ratelimit"
 	"github.com/agentapi/agentapi/internal/store"
 	"github.com/agentapi/agentapi/internal/tier"
+	"github.com/shopspring/decimal"
 )
 
 // Spec describes one model call.
@@ -99,6 +100,9 @@ type Outcome struct {
 	// gave one); Usage is what it used. Both are set by Finish.
 	Model string
 	Usage llm.Usage
+	// Cost is what the call cost in USD, by the catalogue's price of
+	// Model (zero without one).
+	Cost decimal.Decimal
 }
 
 // Call is one governed model call, begun by Begin. Its methods are not safe
@@ -111,6 +115,8 @@ type Call struct {
 	cached  []byte
 	res     budget.Reservation
 	held    bool // a budget reservation is open
+	spent   budget.Reservation
+	holding bool // a spend reservation is open
 	done    bool // Finish has run
 	outcome Outcome
 }
@@ -124,6 +130,11 @@ func (g *Gateway) Begin(ctx context.Context, p Principal, s Spec) (*Call, error)
 	c := &Call{g: g, p: p, spec: s}
 	t := g.tiers.For(p.Tier)
 	c.outcome.Tier = t
+	if err := g.checkModel(s.Model, t.Name); err != nil {
+		// Refused before the limiter: a call that may not run spends
+		// nothing.
+		return c, err
+	}
 	if s.NoLimit {
 		// A later model turn of a request: it paid its rate-limit token
 		// with the first, and its answer (one step of a loop) is not
@@ -231,6 +242,58 @@ func (c *Call) Stream(ctx context.Context) (*llm.Stream, error) {
 // answer lets the call through or fails with ErrBudgetUnavailable, as
 // configured.
 func (c *Call) reserve(ctx context.Context) error {
+	if err := c.reserveTokens(ctx); err != nil {
+		return err
+	}
+	if err := c.reserveSpend(ctx); err != nil {
+		c.settle(ctx, 0, decimal.Zero)
+		return err
+	}
+	return nil
+}
+
+// reserveSpend holds the call's estimated cost (its estimate of tokens at
+// the model's input price) against the caller's daily spend limit.
+func (c *Call) reserveSpend(ctx context.Context) error {
+	g := c.g
+	if g.spend == nil || c.holding {
+		return nil
+	}
+	t := c.outcome.Tier
+	var hold int64
+	if p, ok := g.price(c.spec.Model); ok {
+		hold = picoUSD(p.Cost(c.spec.Estimate, 0))
+	}
+	limit := picoUSD(t.DailySpend)
+	res, _, err := g.spend.Reserve(ctx, c.p.UserID, limit, hold)
+	var exceeded *budget.ExceededError
+	switch {
+	case err == nil:
+		c.spent, c.holding = res, true
+		return nil
+	case errors.As(err, &exceeded):
+		return &SpendExceededError{Tier: t.Name, Limit: t.DailySpend, Used: usdOf(exceeded.Status.Used), Reset: exceeded.Status.Reset, cause: err}
+	case ctx.Err() != nil:
+		return ctx.Err()
+	}
+	g.logger.LogAttrs(ctx, slog.LevelWarn, "spend limit unavailable", slog.String("request_id", c.spec.RequestID),
+		slog.Bool("fail_open", g.failOpen), slog.String("error", err.Error()))
+	if g.failOpen {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrBudgetUnavailable, err)
+}
+
+// picoPerUSD converts USD to the spend budget's unit, picodollars: exact
+// for every catalogue price (at most 6 decimal places per million tokens).
+var picoPerUSD = decimal.New(1, 12)
+
+func picoUSD(d decimal.Decimal) int64 { return d.Mul(picoPerUSD).Ceil().IntPart() }
+
+func usdOf(pico int64) decimal.Decimal { return decimal.New(pico, -12) }
+
+// reserveTokens holds the call's estimate against the daily token budget.
+func (c *Call) reserveTokens(ctx context.Context) error {
 	g := c.g
 	if g.budget == nil || c.held {
 		return nil
@@ -265,18 +328,15 @@ func (c *Call) Finish(ctx context.Context, model string, u llm.Usage) {
 	}
 	c.done = true
 	g := c.g
-	if c.held {
-		c.held = false
-		bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
-		err := g.budget.Settle(bg, c.res, u.TotalTokens)
-		cancel()
-		if err != nil {
-			g.logger.LogAttrs(ctx, slog.LevelWarn, "token budget settle failed", slog.String("request_id", c.spec.RequestID), slog.String("error", err.Error()))
-		}
+	var cost decimal.Decimal
+	if p, ok := g.price(model); ok {
+		cost = p.Cost(u.PromptTokens, u.CompletionTokens)
 	}
+	c.settle(ctx, u.TotalTokens, cost)
 	if u.TotalTokens == 0 {
 		return
 	}
+	c.outcome.Cost = cost
 	c.outcome.Model, c.outcome.Usage = model, u
 	if g.usage == nil {
 		return
@@ -285,9 +345,33 @@ func (c *Call) Finish(ctx context.Context, model string, u llm.Usage) {
 	if err := g.usage.Record(context.WithoutCancel(ctx), store.UsageRecord{
 		UserID: c.p.UserID, KeyID: c.p.KeyID, Model: model,
 		PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens,
-		At: time.Now().UTC(), RequestID: c.spec.RequestID,
+		At: time.Now().UTC(), RequestID: c.spec.RequestID, Cost: cost,
 	}); err != nil {
 		g.logger.LogAttrs(ctx, slog.LevelError, "usage record failed", slog.String("request_id", c.spec.RequestID), slog.String("error", err.Error()))
+	}
+}
+
+// settle replaces the call's holds by what it used: tokens, and cost in
+// USD.
+func (c *Call) settle(ctx context.Context, tokens int64, cost decimal.Decimal) {
+	g := c.g
+	if c.held {
+		c.held = false
+		bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+		err := g.budget.Settle(bg, c.res, tokens)
+		cancel()
+		if err != nil {
+			g.logger.LogAttrs(ctx, slog.LevelWarn, "token budget settle failed", slog.String("request_id", c.spec.RequestID), slog.String("error", err.Error()))
+		}
+	}
+	if c.holding {
+		c.holding = false
+		bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+		err := g.spend.Settle(bg, c.spent, picoUSD(cost))
+		cancel()
+		if err != nil {
+			g.logger.LogAttrs(ctx, slog.LevelWarn, "spend limit settle failed", slog.String("request_id", c.spec.RequestID), slog.String("error", err.Error()))
+		}
 	}
 }
 

@@ -3,6 +3,9 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"time"
+
+	"github.com/shopspring/decimal"
 
 	"github.com/agentapi/agentapi/internal/budget"
 	"github.com/agentapi/agentapi/internal/ratelimit"
@@ -35,3 +38,29 @@ func (e *BudgetExceededError) Unwrap() error { return e.cause }
 // ErrBudgetUnavailable wraps the budget store's failure when calls may not
 // go on without it.
 var ErrBudgetUnavailable = errors.New("gateway: token budget unavailable")
+
+// ModelForbiddenError is a call naming a catalogue model that the
+// caller's tier may not use.
+type ModelForbiddenError struct {
+	Model string
+	Tier  string
+}
+
+func (e *ModelForbiddenError) Error() string {
+	return fmt.Sprintf("gateway: the %s tier may not use model %q", e.Tier, e.Model)
+}
+
+// SpendExceededError is a call refused because the caller's daily spend
+// limit is used up. Amounts are USD.
+type SpendExceededError struct {
+	Tier        string
+	Limit, Used decimal.Decimal
+	Reset       time.Duration
+	cause       error
+}
+
+func (e *SpendExceededError) Error() string {
+	return fmt.Sprintf("gateway: daily spend limit of tier %q used up (%s of %s USD)", e.Tier, e.Used, e.Limit)
+}
+
+func (e *SpendExceededError) Unwrap() error { return e.cause }

@@ -22,6 +22,7 @@ import (
 	"github.com/agentapi/agentapi/internal/admission"
 	"github.com/agentapi/agentapi/internal/budget"
 	"github.com/agentapi/agentapi/internal/cache"
+	"github.com/agentapi/agentapi/internal/catalog"
 	"github.com/agentapi/agentapi/internal/llm"
 	"github.com/agentapi/agentapi/internal/ratelimit"
 	"github.com/agentapi/agentapi/internal/store"
@@ -97,10 +98,24 @@ type Options struct {
 	// lets calls through (else they fail with ErrBudgetUnavailable).
 	Budget         Budgets
 	BudgetFailOpen bool
+	// Spend holds daily spend limits, in picodollars, with the same
+	// semantics (a second budget store under its own keys); it is used
+	// only when some tier has a spend limit, and fails open or closed as
+	// BudgetFailOpen says.
+	Spend Budgets
 	// Models, when not empty, is the allowlist of model names.
 	Models []string
 	// DefaultModel is the model of a request that names none.
 	DefaultModel string
+	// Catalog, when set, is the model catalogue: only its models exist
+	// (Models above is then unused), each for the tiers it lists, and its
+	// prices give every usage record its cost.
+	Catalog Catalog
+}
+
+// Catalog is the model catalogue in use (catalog.Live).
+type Catalog interface {
+	Current() *catalog.Catalog
 }
 
 // Gateway runs governed model calls. It is safe for concurrent use.
@@ -113,9 +128,11 @@ type Gateway struct {
 	scope        CacheScope
 	usage        UsageRecorder
 	budget       Budgets // nil: no tier has a budget
+	spend        Budgets // nil: no tier has a spend limit
 	failOpen     bool
 	models       []string
 	defaultModel string
+	catalog      Catalog // nil: no catalogue
 	modelList    modelListCache
 }
 
@@ -132,12 +149,16 @@ func New(o Options) *Gateway {
 		failOpen:     o.BudgetFailOpen,
 		models:       o.Models,
 		defaultModel: o.DefaultModel,
+		catalog:      o.Catalog,
 	}
 	if g.logger == nil {
 		g.logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Budget != nil && o.Tiers.AnyBudget() {
 		g.budget = o.Budget
+	}
+	if o.Spend != nil && o.Tiers.AnySpendLimit() {
+		g.spend = o.Spend
 	}
 	return g
 }
@@ -162,12 +183,42 @@ func (g *Gateway) Tiers() tier.Table { return g.tiers }
 // Caching reports whether answers are cached at all.
 func (g *Gateway) Caching() bool { return g.cache != nil }
 
-// DefaultModel is the model of a request that names none.
-func (g *Gateway) DefaultModel() string { return g.defaultModel }
+// DefaultModel is the model of a request that names none: the
+// catalogue's default_model when it has one.
+func (g *Gateway) DefaultModel() string {
+	if g.catalog != nil {
+		if d := g.catalog.Current().DefaultModel; d != "" {
+			return d
+		}
+	}
+	return g.defaultModel
+}
 
-// Allowed reports whether the deployment lets requests name model.
+// Allowed reports whether the deployment lets requests name model: the
+// catalogue lists it, or (without one) the allowlist, when set, does.
+// Whether the caller's tier may use it is Begin's to check.
 func (g *Gateway) Allowed(model string) bool {
+	if g.catalog != nil {
+		_, ok := g.catalog.Current().Model(model)
+		return ok
+	}
 	return len(g.models) == 0 || slices.Contains(g.models, model)
+}
+
+// checkModel refuses a model the catalogue does not list or the tier may
+// not use. Without a catalogue every model passes here.
+func (g *Gateway) checkModel(model, tierName string) error {
+	if g.catalog == nil {
+		return nil
+	}
+	m, ok := g.catalog.Current().Model(model)
+	if !ok {
+		return &catalog.UnknownModelError{Model: model}
+	}
+	if !m.AllowsTier(tierName) {
+		return &ModelForbiddenError{Model: model, Tier: tierName}
+	}
+	return nil
 }
 
 // RateLimitKey is the bucket of one user: the same key for every credential
@@ -186,4 +237,13 @@ type modelListCache struct {
 	mu      sync.Mutex
 	body    []byte
 	fetched time.Time
+}
+
+// price returns the catalogue's price of model, when there is one.
+func (g *Gateway) price(model string) (catalog.Price, bool) {
+	if g.catalog == nil {
+		return catalog.Price{}, false
+	}
+	m, ok := g.catalog.Current().Model(model)
+	return m.Price, ok
 }

@@ -2,12 +2,12 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/agentapi/agentapi/internal/budget"
+	"github.com/agentapi/agentapi/internal/llm"
 	"github.com/agentapi/agentapi/internal/ratelimit"
 )
 
@@ -72,24 +72,27 @@ func (g *Gateway) Quota(ctx context.Context, p Principal, requestID string, reco
 	return q, nil
 }
 
+// ModelsFor returns the body of GET /v1/models for p: with a catalogue,
+// the models p's tier may use; else as Models.
+func (g *Gateway) ModelsFor(ctx context.Context, p Principal) ([]byte, error) {
+	if g.catalog == nil {
+		return g.Models(ctx)
+	}
+	t := g.tiers.For(p.Tier)
+	var names []string
+	for _, m := range g.catalog.Current().Models {
+		if m.AllowsTier(t.Name) {
+			names = append(names, m.Name)
+		}
+	}
+	return llm.ModelList(names)
+}
+
 // Models returns the body of GET /v1/models: the allowlist when there is
 // one, else the upstream's own list, reused for a minute.
 func (g *Gateway) Models(ctx context.Context) ([]byte, error) {
 	if len(g.models) > 0 {
-		type model struct {
-			ID      string `json:"id"`
-			Object  string `json:"object"`
-			Created int64  `json:"created"`
-			OwnedBy string `json:"owned_by"`
-		}
-		list := struct {
-			Object string  `json:"object"`
-			Data   []model `json:"data"`
-		}{Object: "list", Data: make([]model, len(g.models))}
-		for i, m := range g.models {
-			list.Data[i] = model{ID: m, Object: "model", OwnedBy: "agentapi"}
-		}
-		return json.Marshal(list)
+		return llm.ModelList(g.models)
 	}
 	c := &g.modelList
 	c.mu.Lock()

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shopspring/decimal"
+
 	"github.com/agentapi/agentapi/internal/store"
 	"github.com/agentapi/agentapi/internal/tier"
 )
@@ -70,13 +72,16 @@ type usageDay struct {
 	CompletionTokens int64  `json:"completion_tokens"`
 	TotalTokens      int64  `json:"total_tokens"`
 	Requests         int64  `json:"requests"`
+	// CostUSD is exact, as a decimal string.
+	CostUSD decimal.Decimal `json:"cost_usd"`
 }
 
 type usageTotals struct {
-	PromptTokens     int64 `json:"prompt_tokens"`
-	CompletionTokens int64 `json:"completion_tokens"`
-	TotalTokens      int64 `json:"total_tokens"`
-	Requests         int64 `json:"requests"`
+	PromptTokens     int64           `json:"prompt_tokens"`
+	CompletionTokens int64           `json:"completion_tokens"`
+	TotalTokens      int64           `json:"total_tokens"`
+	Requests         int64           `json:"requests"`
+	CostUSD          decimal.Decimal `json:"cost_usd"`
 }
 
 func toAdminUser(u store.User) adminUser {
@@ -259,7 +264,9 @@ func buildUsageReport(ctx context.Context, usage usageReader, userID string, fro
 	}
 	rep := usageReport{UserID: userID, From: from.Format("2006-01-02"), To: to.Format("2006-01-02"), Days: make([]usageDay, 0, len(days))}
 	for _, d := range days {
-		rep.Days = append(rep.Days, usageDay(d))
+		rep.Days = append(rep.Days, usageDay{Day: d.Day, Model: d.Model, PromptTokens: d.PromptTokens, CompletionTokens: d.CompletionTokens,
+			TotalTokens: d.TotalTokens, Requests: d.Requests, CostUSD: d.Cost})
+		rep.Totals.CostUSD = rep.Totals.CostUSD.Add(d.Cost)
 		rep.Totals.PromptTokens += d.PromptTokens
 		rep.Totals.CompletionTokens += d.CompletionTokens
 		rep.Totals.TotalTokens += d.TotalTokens

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/agentapi/agentapi/internal/auth"
+	"github.com/agentapi/agentapi/internal/catalog"
 	"github.com/agentapi/agentapi/internal/gateway"
 	"github.com/agentapi/agentapi/internal/llm"
 	"github.com/agentapi/agentapi/internal/ratelimit"
@@ -100,8 +101,17 @@ func mapError(ctx context.Context, logger *slog.Logger, err error) (*apiError, *
 	var ue *llm.UpstreamError
 	var limited *gateway.LimitedError
 	var exceeded *gateway.BudgetExceededError
+	var forbidden *gateway.ModelForbiddenError
+	var unknown *catalog.UnknownModelError
+	var spent *gateway.SpendExceededError
 	switch {
 	case errors.As(err, &ae):
+	case errors.As(err, &unknown):
+		ae = errModelNotAllowed(unknown.Model)
+	case errors.As(err, &forbidden):
+		ae = &apiError{status: http.StatusForbidden,
+			message: fmt.Sprintf("The %s tier may not use the model `%s`.", forbidden.Tier, forbidden.Model),
+			openAI:  openAIErrorFields{typ: "permission_error", code: "model_not_allowed", param: "model"}}
 	case errors.As(err, &limited):
 		ae = &apiError{status: http.StatusTooManyRequests,
 			message: rateLimitBody{Error: "Rate limit exceeded", Tier: limited.Policy.Name, Limit: limited.Policy.Capacity},
@@ -116,6 +126,14 @@ func mapError(ctx context.Context, logger *slog.Logger, err error) (*apiError, *
 			// Waiting seconds will not help, so tell the SDKs not to retry.
 			header: http.Header{"Retry-After": {strconv.FormatInt(reset, 10)}, "X-Should-Retry": {"false"}},
 			openAI: openAIErrorFields{message: msg, typ: "insufficient_quota", code: "insufficient_quota"}}
+	case errors.As(err, &spent):
+		reset := ceilSeconds(spent.Reset, 1)
+		msg := fmt.Sprintf("Daily spend limit of the %s tier (%s USD per UTC day) is used up: %s USD spent; it resets at 00:00 UTC, in %d seconds.",
+			spent.Tier, spent.Limit, spent.Used, reset)
+		ae = &apiError{status: http.StatusTooManyRequests,
+			message: spendLimitBody{Error: "Daily spend limit exceeded", Tier: spent.Tier, LimitUSD: spent.Limit.String(), UsedUSD: spent.Used.String(), ResetSeconds: reset},
+			header:  http.Header{"Retry-After": {strconv.FormatInt(reset, 10)}, "X-Should-Retry": {"false"}},
+			openAI:  openAIErrorFields{message: msg, typ: "insufficient_quota", code: "insufficient_quota"}}
 	case errors.Is(err, gateway.ErrBudgetUnavailable):
 		ae = &apiError{status: http.StatusServiceUnavailable, message: "Token budget unavailable",
 			header: http.Header{"Retry-After": {"1"}}}
@@ -262,4 +280,13 @@ func openAIError(ae *apiError, ue *llm.UpstreamError, reqID string) (int, openAI
 		out.Error.Code = &f.code
 	}
 	return ae.status, out
+}
+
+// spendLimitBody is the 429 detail of a used-up spend limit outside /v1.
+type spendLimitBody struct {
+	Error        string `json:"error"`
+	Tier         string `json:"tier"`
+	LimitUSD     string `json:"limit_usd"`
+	UsedUSD      string `json:"used_usd"`
+	ResetSeconds int64  `json:"reset_seconds"`
 }

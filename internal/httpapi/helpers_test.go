@@ -18,6 +18,7 @@ import (
 	"github.com/agentapi/agentapi/internal/auth"
 	"github.com/agentapi/agentapi/internal/budget"
 	"github.com/agentapi/agentapi/internal/cache"
+	"github.com/agentapi/agentapi/internal/catalog"
 	"github.com/agentapi/agentapi/internal/gateway"
 	"github.com/agentapi/agentapi/internal/llm"
 	"github.com/agentapi/agentapi/internal/mcp"
@@ -122,6 +123,9 @@ type testOptions struct {
 	// timeout (nil, 0: the defaults).
 	sockets    *Sockets
 	socketIdle time.Duration
+	// catalogue routes by model name over its deployments (and serves
+	// the admin model routes).
+	catalogue *catalog.Live
 }
 
 // RequestCaps and TierCaps give the tiers' request caps in tests.
@@ -172,6 +176,9 @@ func newTestAPI(t *testing.T, o testOptions) *testAPI {
 			t.Fatal(err)
 		}
 		provider = client
+		if o.catalogue != nil {
+			provider = llm.NewCatalogueRouter(o.catalogue, llm.CatalogueOptions{Router: llm.RouterOptions{Timeout: o.timeout, Retries: -1}})
+		}
 		if o.routed != nil {
 			if provider, err = llm.NewRouter([]*llm.Client{client}, *o.routed); err != nil {
 				t.Fatal(err)
@@ -221,6 +228,16 @@ func newTestAPI(t *testing.T, o testOptions) *testAPI {
 		Budget: bud, BudgetFailOpen: !o.budgetFailClosed,
 		Models: o.models, DefaultModel: "test-model",
 	})
+	var models modelCatalogue
+	if o.catalogue != nil {
+		gw = gateway.New(gateway.Options{
+			Logger: logger, Provider: provider, Admitter: adm, Tiers: tiers,
+			Cache: c, CacheScope: scope, Usage: recorder,
+			Budget: bud, BudgetFailOpen: !o.budgetFailClosed,
+			DefaultModel: "test-model", Catalog: o.catalogue,
+		})
+		models = o.catalogue
+	}
 	m := metrics.New()
 	mcpServers, err := mcp.NewRegistry(mcp.RegistryOptions{Store: st, Builtin: o.mcpBuiltin, SecretKey: "test-secret-test-secret-test-secret", TTL: -1})
 	if err != nil {
@@ -256,6 +273,7 @@ func newTestAPI(t *testing.T, o testOptions) *testAPI {
 		Sockets:             o.sockets,
 		ResponsesSocketIdle: o.socketIdle,
 		MCPCalls:            st,
+		Models:              models,
 	})
 	if err != nil {
 		t.Fatal(err)

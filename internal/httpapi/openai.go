@@ -345,7 +345,7 @@ func (m *modelRoutes) plainCall(w http.ResponseWriter, r *http.Request, endpoint
 // handleModels is GET /v1/models.
 func handleModels(m *modelRoutes) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := m.gw.Models(r.Context())
+		body, err := m.gw.ModelsFor(r.Context(), callerOf(r.Context()))
 		if err != nil {
 			writeError(w, r, m.logger, err)
 			return
@@ -358,7 +358,7 @@ func handleModels(m *modelRoutes) http.Handler {
 func handleModel(m *modelRoutes) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("model")
-		body, err := m.gw.Models(r.Context())
+		body, err := m.gw.ModelsFor(r.Context(), callerOf(r.Context()))
 		if err != nil {
 			writeError(w, r, m.logger, err)
 			return

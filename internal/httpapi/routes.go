@@ -72,6 +72,9 @@ func addRoutes(mux router, d Deps, states *accountStates, openapi []byte) {
 	mux.Handle("GET /admin/users/{id}", admin(handleAdminGetUser(d.Logger, d.Admin)))
 	mux.Handle("PATCH /admin/users/{id}", admin(handleAdminPatchUser(d.Logger, d.Admin, states)))
 	mux.Handle("GET /admin/users/{id}/usage", admin(handleAdminUserUsage(d.Logger, d.Admin)))
+	mux.Handle("GET /admin/models", admin(handleAdminListModels(d.Logger, d.Models)))
+	mux.Handle("PUT /admin/models/{name}", admin(handleAdminPutModel(d.Logger, d.Models)))
+	mux.Handle("DELETE /admin/models/{name}", admin(handleAdminDeleteModel(d.Logger, d.Models)))
 
 	mcpServers := d.MCPServers
 	if mcpServers == nil {

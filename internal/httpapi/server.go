@@ -116,6 +116,10 @@ type Deps struct {
 	// MCPCalls reads the tool calls' audit (/admin/mcp-calls,
 	// /usage/mcp-calls); nil lists nothing.
 	MCPCalls mcpCallStore
+
+	// Models is the model catalogue the admin API reads and changes; nil
+	// without MODELS_FILE.
+	Models modelCatalogue
 }
 
 // NewHandler builds the whole HTTP handler: middleware around every route.

@@ -113,7 +113,17 @@ func NewRouter(clients []*Client, opts RouterOptions) (*Router, error) {
 	if len(clients) == 0 {
 		return nil, errors.New("llm: router needs at least one upstream")
 	}
-	r := &Router{
+	r, failures, cooldown := routerFrom(opts)
+	for _, c := range clients {
+		r.upstreams = append(r.upstreams, &routedUpstream{client: c, breaker: newBreaker(c.name, failures, cooldown, r.logger)})
+	}
+	return r, nil
+}
+
+// routerFrom is a Router without upstreams holding opts with their
+// defaults applied, and the breakers' settings.
+func routerFrom(opts RouterOptions) (r *Router, failures uint32, cooldown time.Duration) {
+	r = &Router{
 		timeout: opts.Timeout,
 		retries: opts.Retries,
 		base:    opts.BackoffBase,
@@ -139,38 +149,37 @@ func NewRouter(clients []*Client, opts RouterOptions) (*Router, error) {
 	if r.logger == nil {
 		r.logger = slog.New(slog.DiscardHandler)
 	}
-	failures := opts.BreakerFailures
+	failures = opts.BreakerFailures
 	if failures == 0 {
 		failures = DefaultBreakerFailures
 	}
-	cooldown := opts.BreakerCooldown
+	cooldown = opts.BreakerCooldown
 	if cooldown <= 0 {
 		cooldown = DefaultBreakerCooldown
 	}
-	for _, c := range clients {
-		logger := r.logger
-		r.upstreams = append(r.upstreams, &routedUpstream{
-			client: c,
-			breaker: gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
-				Name:        c.name,
-				MaxRequests: 1,
-				Timeout:     cooldown,
-				ReadyToTrip: func(counts gobreaker.Counts) bool {
-					return counts.ConsecutiveFailures >= failures
-				},
-				IsExcluded: func(err error) bool { return errors.Is(err, errBreakerExcluded) },
-				OnStateChange: func(name string, from, to gobreaker.State) {
-					level := slog.LevelInfo
-					if to == gobreaker.StateOpen {
-						level = slog.LevelWarn
-					}
-					logger.LogAttrs(context.Background(), level, "upstream circuit "+to.String(),
-						slog.String("upstream", name), slog.String("from", from.String()))
-				},
-			}),
-		})
-	}
-	return r, nil
+	return r, failures, cooldown
+}
+
+// newBreaker is the circuit breaker of one upstream: open after failures
+// in a row, for cooldown, then one probe.
+func newBreaker(name string, failures uint32, cooldown time.Duration, logger *slog.Logger) *gobreaker.TwoStepCircuitBreaker[struct{}] {
+	return gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:        name,
+		MaxRequests: 1,
+		Timeout:     cooldown,
+		ReadyToTrip: func(counts gobreaker.Counts) bool {
+			return counts.ConsecutiveFailures >= failures
+		},
+		IsExcluded: func(err error) bool { return errors.Is(err, errBreakerExcluded) },
+		OnStateChange: func(name string, from, to gobreaker.State) {
+			level := slog.LevelInfo
+			if to == gobreaker.StateOpen {
+				level = slog.LevelWarn
+			}
+			logger.LogAttrs(context.Background(), level, "upstream circuit "+to.String(),
+				slog.String("upstream", name), slog.String("from", from.String()))
+		},
+	})
 }
 
 // Complete sends a chat-completions request body as [Client.Complete] does,

@@ -9,6 +9,9 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
 )
 
 // maxEventSize caps one event's payload. Streamed chunks are a few hundred
@@ -59,6 +62,13 @@ type Stream struct {
 	peeked    []byte
 	hasPeeked bool
 
+	// model, when set by the catalogue router, is the public name of the
+	// model that answers; every chunk's "model" is rewritten to it (the
+	// upstream would name its own deployment's model). onClose, when set,
+	// is told the usage once the stream is closed.
+	model   string
+	onClose func(Usage, bool)
+
 	err    error // sticky: io.EOF after a clean end, else the failure
 	done   bool  // "[DONE]" seen
 	closed bool
@@ -94,7 +104,7 @@ func newStream(ctx context.Context, body io.ReadCloser, cancel context.CancelCau
 func (s *Stream) Next() ([]byte, error) {
 	if s.hasPeeked {
 		s.hasPeeked = false
-		return s.peeked, nil
+		return s.renamed(s.peeked), nil
 	}
 	if s.err != nil {
 		return nil, s.err
@@ -123,7 +133,7 @@ func (s *Stream) Next() ([]byte, error) {
 				continue
 			}
 			s.noteUsage(s.event)
-			return s.event, nil
+			return s.renamed(s.event), nil
 		}
 		if len(line) > 0 {
 			added, err := s.addLine(line, pending)
@@ -148,6 +158,27 @@ func (s *Stream) Next() ([]byte, error) {
 	}
 }
 
+// Model is the public name of the catalogue model that answers, when the
+// stream came through a catalogue router; else "".
+func (s *Stream) Model() string { return s.model }
+
+// renamed puts the answering model's public name into a chunk that names
+// a model. Without a catalogue it returns the chunk as it is.
+func (s *Stream) renamed(payload []byte) []byte {
+	if s.model == "" {
+		return payload
+	}
+	m := gjson.GetBytes(payload, "model")
+	if !m.Exists() || m.Str == s.model {
+		return payload
+	}
+	out, err := sjson.SetBytes(payload, "model", s.model)
+	if err != nil {
+		return payload
+	}
+	return out
+}
+
 // Usage returns the latest token usage seen in any chunk's "usage" object so
 // far, and whether there was one. OpenAI sends it in a last chunk with empty
 // choices when the request set stream_options.include_usage, so it is
@@ -164,6 +195,9 @@ func (s *Stream) Close() error {
 		return nil
 	}
 	s.closed = true
+	if s.onClose != nil {
+		s.onClose(s.usage, s.hasUsage)
+	}
 	if s.done && s.cancel != nil {
 		stop := time.AfterFunc(drainWait, func() { s.cancel(errStreamClosed) })
 		_, _ = io.CopyN(io.Discard, s.r, drainLimit)

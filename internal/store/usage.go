@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/shopspring/decimal"
 )
 
 // UsageRecord is the token count of one model call on behalf of a user.
@@ -27,7 +29,20 @@ type UsageRecord struct {
 	// At is when the call was made; zero means the time of recording.
 	At        time.Time
 	RequestID string
+	// Cost is what the call cost in USD, exactly; it is stored in
+	// picodollars, so digits beyond the twelfth decimal place are dropped
+	// (a catalogue price never has them).
+	Cost decimal.Decimal
 }
+
+// picoPerUSD converts between USD and the stored picodollars.
+var picoPerUSD = decimal.New(1, 12)
+
+// toPico is cost in picodollars (truncated towards zero).
+func toPico(cost decimal.Decimal) int64 { return cost.Mul(picoPerUSD).IntPart() }
+
+// fromPico is picodollars as USD.
+func fromPico(p int64) decimal.Decimal { return decimal.New(p, -12) }
 
 // UsageDay is one user's usage of one model over one UTC calendar day.
 type UsageDay struct {
@@ -38,6 +53,8 @@ type UsageDay struct {
 	CompletionTokens int64
 	TotalTokens      int64
 	Requests         int64
+	// Cost is the calls' cost in USD, exactly.
+	Cost decimal.Decimal
 }
 
 const millisPerDay = int64(24 * time.Hour / time.Millisecond)
@@ -86,7 +103,7 @@ func (s *Store) RecordUsage(ctx context.Context, recs []UsageRecord) (err error)
 			if r.ID != "" {
 				id = r.ID
 			}
-			args = append(args, r.UserID, r.KeyID, r.Model, r.PromptTokens, r.CompletionTokens, toMillis(at), r.RequestID, id)
+			args = append(args, r.UserID, r.KeyID, r.Model, r.PromptTokens, r.CompletionTokens, toMillis(at), r.RequestID, id, toPico(r.Cost))
 		}
 		var err error
 		if len(chunk) == usageRowsPerInsert {
@@ -125,7 +142,8 @@ func (s *Store) UsageByDay(ctx context.Context, userID string, from, to time.Tim
 		SELECT at / 86400000, model,
 		       CAST(SUM(prompt_tokens) AS BIGINT),
 		       CAST(SUM(completion_tokens) AS BIGINT),
-		       COUNT(*)
+		       COUNT(*),
+		       CAST(SUM(cost_picousd) AS BIGINT)
 		FROM usage_records
 		WHERE user_id = ? AND at >= ? AND at < ?
 		GROUP BY at / 86400000, model`),
@@ -137,14 +155,16 @@ func (s *Store) UsageByDay(ctx context.Context, userID string, from, to time.Tim
 	var days []UsageDay
 	for rows.Next() {
 		var (
-			d   UsageDay
-			day int64
+			d    UsageDay
+			day  int64
+			pico int64
 		)
-		if err := rows.Scan(&day, &d.Model, &d.PromptTokens, &d.CompletionTokens, &d.Requests); err != nil {
+		if err := rows.Scan(&day, &d.Model, &d.PromptTokens, &d.CompletionTokens, &d.Requests, &pico); err != nil {
 			return nil, fmt.Errorf("store: usage by day of user id %q: %w", userID, err)
 		}
 		d.Day = fromMillis(day * millisPerDay).Format(time.DateOnly)
 		d.TotalTokens = d.PromptTokens + d.CompletionTokens
+		d.Cost = fromPico(pico)
 		days = append(days, d)
 	}
 	if err := rows.Err(); err != nil {
@@ -180,7 +200,7 @@ func (s *Store) TokensUsed(ctx context.Context, userID string, since time.Time) 
 // usageRowsPerInsert the rows one INSERT carries at most (800 parameters,
 // far below either engine's limit).
 const (
-	usageColumns       = 8
+	usageColumns       = 9
 	usageRowsPerInsert = 100
 )
 
@@ -198,12 +218,12 @@ func (s *Store) insertUsageQuery(n int) string {
 func (s *Store) buildInsertUsage(n int) string {
 	var b strings.Builder
 	b.WriteString(`INSERT INTO usage_records
-		(user_id, key_id, model, prompt_tokens, completion_tokens, at, request_id, record_id) VALUES `)
+		(user_id, key_id, model, prompt_tokens, completion_tokens, at, request_id, record_id, cost_picousd) VALUES `)
 	for i := range n {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?)")
+		b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?)")
 	}
 	b.WriteString(" ON CONFLICT (record_id) DO NOTHING")
 	return s.q(b.String())

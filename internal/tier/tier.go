@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/shopspring/decimal"
+
 	"github.com/agentapi/agentapi/internal/ratelimit"
 )
 
@@ -41,6 +43,9 @@ type Tier struct {
 	// DailyTokens is the tokens a user may spend per UTC day. 0 means no
 	// budget.
 	DailyTokens int64
+	// DailySpend is the USD a user may spend per UTC day, priced by the
+	// model catalogue. 0 means no limit.
+	DailySpend decimal.Decimal
 	// MCPRateLimit is the bucket every tool call through the MCP gateway
 	// spends one token of; a zero Capacity means the model-call bucket's
 	// numbers apply.
@@ -83,7 +88,7 @@ func New(tiers ...Tier) (Table, error) {
 		if err := t.MCPRateLimit.Validate(); err != nil {
 			return Table{}, fmt.Errorf("%w: mcp: %w", ErrInvalid, err)
 		}
-		if t.MaxTokens < 0 || t.MaxBodyBytes < 0 || t.DailyTokens < 0 {
+		if t.MaxTokens < 0 || t.MaxBodyBytes < 0 || t.DailyTokens < 0 || t.DailySpend.IsNegative() {
 			return Table{}, fmt.Errorf("%w: tier %q has a negative cap or budget", ErrInvalid, t.Name)
 		}
 		out[i] = t
@@ -127,6 +132,17 @@ func (t Table) All() []Tier { return append([]Tier(nil), t.tiers...) }
 func (t Table) AnyBudget() bool {
 	for _, v := range t.tiers {
 		if v.DailyTokens > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// AnySpendLimit reports whether some tier has a daily spend limit; as with
+// token budgets, spend is then counted for every tier.
+func (t Table) AnySpendLimit() bool {
+	for _, v := range t.tiers {
+		if v.DailySpend.IsPositive() {
 			return true
 		}
 	}
