@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -234,9 +235,11 @@ func TestCostInUsageRows(t *testing.T) {
 	}
 	for i := range 12 {
 		model := []string{"open", "premium"}[i%2]
-		body := chatWith(model)
+		// Each question differs: a cached answer would cost nothing.
+		q := fmt.Sprint("question ", i)
+		body := `{"model":"` + model + `","messages":[{"role":"user","content":"` + q + `"}]}`
 		if i%3 == 0 {
-			body = `{"model":"` + model + `","stream":true,"messages":[{"role":"user","content":"hi"}]}`
+			body = `{"model":"` + model + `","stream":true,"messages":[{"role":"user","content":"` + q + `"}]}`
 		}
 		if r := a.do("POST", "/v1/chat/completions", tok, body); r.status != 200 {
 			t.Fatalf("call %d: %d %s", i, r.status, r.body)
