@@ -189,8 +189,10 @@ var (
 func New(defaultModel string, models []Model, v Validation) (*Catalog, error) {
 	var problems []string
 	fail := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
-	if len(models) > MaxModels {
-		return nil, fmt.Errorf("%w: %d models, at most %d", ErrInvalid, len(models), MaxModels)
+	if len(models) == 0 || len(models) > MaxModels {
+		// An empty catalogue would refuse every call; it is far more
+		// likely a file read while an editor was writing it.
+		return nil, fmt.Errorf("%w: %d models, need 1 to %d", ErrInvalid, len(models), MaxModels)
 	}
 	c := &Catalog{DefaultModel: defaultModel, Models: make([]Model, len(models)), byName: make(map[string]int, len(models))}
 	deployments := map[string]bool{}
