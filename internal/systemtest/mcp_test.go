@@ -212,24 +212,52 @@ func TestMCPGatewayAcrossReplicas(t *testing.T) {
 		t.Fatalf("revoke: %d %v", r.status, r.body)
 	}
 	waitFor(t, "the revoked key refused on every replica", func() bool {
-		refused := 0
-		for _, s := range rs {
-			req, _ := http.NewRequest("POST", s.url+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Accept", "application/json, text/event-stream")
-			req.Header.Set("Authorization", "Bearer "+key)
-			resp, err := testClient.Do(req)
-			if err != nil {
-				return false
-			}
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusUnauthorized {
-				refused++
-			}
-		}
-		return refused == len(rs)
+		return refusedEverywhere(rs, key)
 	})
 	if _, err := cs.ListTools(t.Context(), nil); err == nil {
 		t.Error("the open session still lists tools with a revoked key")
 	}
+
+	// A session on the user's access token (the SDK's client ends a
+	// session refused with 401), then the account is disabled on one
+	// replica: every replica refuses it.
+	alt.token.Store(user)
+	cs, err = client.Connect(t.Context(), &sdk.StreamableClientTransport{Endpoint: rs[0].url + "/mcp", HTTPClient: &http.Client{Transport: alt}, DisableStandaloneSSE: true}, nil)
+	if err != nil {
+		t.Fatalf("connect on the access token: %v", err)
+	}
+	defer cs.Close()
+	userRow, err := st.UserByEmail(t.Context(), "mcp-user@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := do(t, "PATCH", rs[1].url+"/admin/users/"+userRow.ID, admin, map[string]any{"disabled": true}); r.status != http.StatusOK {
+		t.Fatalf("disable: %d %v", r.status, r.body)
+	}
+	waitFor(t, "the disabled account refused through /mcp on every replica", func() bool {
+		return refusedEverywhere(rs, user)
+	})
+	if _, err := cs.ListTools(t.Context(), nil); err == nil {
+		t.Error("the open session of a disabled account still lists tools")
+	}
+}
+
+// refusedEverywhere reports whether every replica answers a tools/list with
+// credential 401.
+func refusedEverywhere(rs []*server, credential string) bool {
+	for _, s := range rs {
+		req, _ := http.NewRequest("POST", s.url+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Authorization", "Bearer "+credential)
+		resp, err := testClient.Do(req)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			return false
+		}
+	}
+	return true
 }
