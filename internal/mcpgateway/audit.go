@@ -13,7 +13,10 @@ import (
 // dropped with a warning rather than holding up a tool call.
 const auditQueue = 4096
 
-// auditWriteTimeout bounds one write of a record.
+// auditBatch bounds the records written in one transaction.
+const auditBatch = 256
+
+// auditWriteTimeout bounds one write of a batch.
 const auditWriteTimeout = 5 * time.Second
 
 // auditor writes audit records in the background, so a tool call does not
@@ -48,12 +51,28 @@ func (a *auditor) record(c store.MCPCall) {
 	}
 }
 
+// run writes what is queued, as many records as are waiting (up to
+// auditBatch) in one transaction.
 func (a *auditor) run() {
 	defer close(a.done)
+	batch := make([]store.MCPCall, 0, auditBatch)
 	for c := range a.queue {
+		batch = append(batch[:0], c)
+	gather:
+		for len(batch) < auditBatch {
+			select {
+			case c, ok := <-a.queue:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, c)
+			default:
+				break gather
+			}
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), auditWriteTimeout)
-		if err := a.store.RecordMCPCall(ctx, c); err != nil {
-			a.logger.Warn("mcp gateway: could not write a tool call's audit record", "server", c.Server, "tool", c.Tool, "user_id", c.UserID, "error", err.Error())
+		if err := a.store.RecordMCPCalls(ctx, batch); err != nil {
+			a.logger.Warn("mcp gateway: could not write tool calls' audit records", "records", len(batch), "error", err.Error())
 		}
 		cancel()
 	}

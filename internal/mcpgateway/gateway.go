@@ -97,7 +97,7 @@ type limiter interface {
 
 // auditStore keeps the audit records.
 type auditStore interface {
-	RecordMCPCall(ctx context.Context, c store.MCPCall) error
+	RecordMCPCalls(ctx context.Context, calls []store.MCPCall) error
 }
 
 // Options configures New.

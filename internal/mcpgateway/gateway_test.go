@@ -82,10 +82,10 @@ type memAudit struct {
 	calls []store.MCPCall
 }
 
-func (a *memAudit) RecordMCPCall(_ context.Context, c store.MCPCall) error {
+func (a *memAudit) RecordMCPCalls(_ context.Context, calls []store.MCPCall) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.calls = append(a.calls, c)
+	a.calls = append(a.calls, calls...)
 	return nil
 }
 

@@ -207,23 +207,46 @@ type MCPCallFilter struct {
 }
 
 // RecordMCPCall stores one audit record; an empty ID is generated.
-func (s *Store) RecordMCPCall(ctx context.Context, c MCPCall) (err error) {
+func (s *Store) RecordMCPCall(ctx context.Context, c MCPCall) error {
+	return s.RecordMCPCalls(ctx, []MCPCall{c})
+}
+
+// RecordMCPCalls stores audit records in one transaction, so a busy
+// gateway costs the single SQLite writer one commit per batch rather than
+// one per call. Empty IDs are generated.
+func (s *Store) RecordMCPCalls(ctx context.Context, calls []MCPCall) (err error) {
+	if len(calls) == 0 {
+		return nil
+	}
 	ctx, done := s.op(ctx)
 	defer done(&err)
-	if c.ID == "" {
-		if c.ID, err = newID(); err != nil {
-			return fmt.Errorf("store: record mcp call: %w", err)
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: record mcp calls: %w", err)
+	}
+	defer tx.Rollback()
+	stmt, err := tx.PrepareContext(ctx, s.q(`
+		INSERT INTO mcp_calls (id, user_id, key_id, via, server_label, tool, started_at, duration_ms, outcome, bytes)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`))
+	if err != nil {
+		return fmt.Errorf("store: record mcp calls: %w", err)
+	}
+	defer stmt.Close()
+	for _, c := range calls {
+		if c.ID == "" {
+			if c.ID, err = newID(); err != nil {
+				return fmt.Errorf("store: record mcp calls: %w", err)
+			}
+		}
+		if c.At.IsZero() {
+			c.At = now()
+		}
+		if _, err := stmt.ExecContext(ctx, c.ID, c.UserID, c.KeyID, c.Via, c.Server, c.Tool, toMillis(c.At), c.Duration.Milliseconds(), c.Outcome, c.Bytes); err != nil {
+			return fmt.Errorf("store: record mcp calls: %w", classify(err))
 		}
 	}
-	if c.At.IsZero() {
-		c.At = now()
-	}
-	_, err = s.write.ExecContext(ctx, s.q(`
-		INSERT INTO mcp_calls (id, user_id, key_id, via, server_label, tool, started_at, duration_ms, outcome, bytes)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-		c.ID, c.UserID, c.KeyID, c.Via, c.Server, c.Tool, toMillis(c.At), c.Duration.Milliseconds(), c.Outcome, c.Bytes)
-	if err != nil {
-		return fmt.Errorf("store: record mcp call: %w", classify(err))
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: record mcp calls: %w", err)
 	}
 	return nil
 }

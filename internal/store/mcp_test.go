@@ -74,10 +74,11 @@ func runMCPSuite(t *testing.T, open func(t *testing.T) *Store) {
 			{UserID: "u1", Via: "agent", Server: "docs", Tool: "fetch", At: base.Add(time.Minute), Duration: time.Second, Outcome: "timeout"},
 			{UserID: "u2", Via: "gateway", Server: "math", Tool: "add", At: base.Add(2 * time.Minute), Outcome: "ok", Bytes: 3},
 		}
-		for _, c := range calls {
-			if err := s.RecordMCPCall(ctx, c); err != nil {
-				t.Fatal(err)
-			}
+		if err := s.RecordMCPCall(ctx, calls[0]); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RecordMCPCalls(ctx, calls[1:]); err != nil {
+			t.Fatal(err)
 		}
 		tests := []struct {
 			name string
