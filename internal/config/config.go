@@ -50,6 +50,7 @@ type Config struct {
 	Tiers         tier.Table
 	Responses     Responses
 	MCP           MCP
+	Agent         Agent
 	Cache         Cache
 	Observability Observability
 }
@@ -199,6 +200,27 @@ type MCP struct {
 	ToolsTTL time.Duration
 }
 
+// Agent is the server-side tool loop of /v1/responses: tools of type
+// "mcp" that agentapi runs for the client.
+type Agent struct {
+	// MaxTurns is the most model turns of one response (MCP_MAX_TURNS).
+	MaxTurns int
+	// ResponseTimeout bounds a whole response with its tool calls
+	// (MCP_RESPONSE_TIMEOUT).
+	ResponseTimeout time.Duration
+	// MaxResponseOutputBytes bounds the tools' output over one response
+	// (MCP_MAX_RESPONSE_OUTPUT_BYTES).
+	MaxResponseOutputBytes int
+	// AllowUserServers lets a request name its own server_url
+	// (MCP_ALLOW_USER_SERVERS); only public addresses are dialled.
+	AllowUserServers bool
+	// AllowUserHTTP lets such a URL be plain http (MCP_ALLOW_USER_HTTP).
+	AllowUserHTTP bool
+	// BuiltinServer serves the built-in "agentapi" MCP server
+	// (MCP_BUILTIN_SERVER).
+	BuiltinServer bool
+}
+
 // Cache is the response cache.
 type Cache struct {
 	// TTL is a cached answer's longest life; 0 turns the cache off.
@@ -289,6 +311,14 @@ func (c Config) LogValue() slog.Value {
 			slog.Int64("mcp_max_output_bytes", c.MCP.MaxOutputBytes),
 			slog.String("mcp_tools_ttl", c.MCP.ToolsTTL.String()),
 		),
+		slog.Group("agent",
+			slog.Int("mcp_max_turns", c.Agent.MaxTurns),
+			slog.String("mcp_response_timeout", c.Agent.ResponseTimeout.String()),
+			slog.Int("mcp_max_response_output_bytes", c.Agent.MaxResponseOutputBytes),
+			slog.Bool("mcp_allow_user_servers", c.Agent.AllowUserServers),
+			slog.Bool("mcp_allow_user_http", c.Agent.AllowUserHTTP),
+			slog.Bool("mcp_builtin_server", c.Agent.BuiltinServer),
+		),
 		slog.Group("cache",
 			slog.String("cache_ttl", ch.TTL.String()),
 			slog.String("cache_scope", ch.Scope),
@@ -313,6 +343,7 @@ func tiersForLog(t tier.Table) slog.Value {
 			slog.Int64("mcp_rate_limit", v.MCPRateLimit.Capacity),
 			slog.Float64("mcp_rate_limit_refill", v.MCPRateLimit.RefillPerSecond),
 			slog.Int64("max_tokens", v.MaxTokens),
+			slog.Int64("max_tool_calls", v.MaxToolCalls),
 			slog.Int64("max_body_bytes", v.MaxBodyBytes),
 			slog.Int64("token_budget", v.DailyTokens),
 		))

@@ -42,6 +42,9 @@ var fixedVariables = []string{
 	"RESPONSES_TTL", "RESPONSES_CONTEXT_TOKENS", "RESPONSES_WS_IDLE_TIMEOUT", "RESPONSES_WS_MEMORY_BYTES",
 	// mcp
 	"MCP_CALL_TIMEOUT", "MCP_MAX_OUTPUT_BYTES", "MCP_TOOLS_TTL",
+	// agent (server-side tools of /v1/responses)
+	"MCP_MAX_TURNS", "MCP_RESPONSE_TIMEOUT", "MCP_MAX_RESPONSE_OUTPUT_BYTES", "MCP_ALLOW_USER_SERVERS",
+	"MCP_ALLOW_USER_HTTP", "MCP_BUILTIN_SERVER",
 	// cache
 	"CACHE_TTL", "CACHE_SCOPE", "CACHE_MAX_BYTES",
 	// observability
@@ -56,6 +59,7 @@ type tierVariables struct {
 	maxTokens, maxBodyBytes          string
 	tokenBudget                      string
 	spendLimit                       string
+	maxToolCalls                     string
 }
 
 func variablesOf(name string) tierVariables {
@@ -69,11 +73,12 @@ func variablesOf(name string) tierVariables {
 		maxBodyBytes:       "MAX_BODY_BYTES_" + s,
 		tokenBudget:        "TOKEN_BUDGET_" + s,
 		spendLimit:         "SPEND_LIMIT_" + s,
+		maxToolCalls:       "MAX_TOOL_CALLS_" + s,
 	}
 }
 
 func (v tierVariables) list() []string {
-	return []string{v.rateLimit, v.rateLimitRefill, v.mcpRateLimit, v.mcpRateLimitRefill, v.maxTokens, v.maxBodyBytes, v.tokenBudget, v.spendLimit}
+	return []string{v.rateLimit, v.rateLimitRefill, v.mcpRateLimit, v.mcpRateLimitRefill, v.maxTokens, v.maxBodyBytes, v.tokenBudget, v.spendLimit, v.maxToolCalls}
 }
 
 // Variables lists every environment variable Load reads, and only those:
@@ -94,6 +99,8 @@ type tierDefaults struct {
 	maxTokens       int64
 	// maxBodyBytes 0 means the server-wide MAX_BODY_BYTES.
 	maxBodyBytes int64
+	// maxToolCalls is the most MCP tool calls of one response.
+	maxToolCalls int64
 }
 
 // defaultsFor keeps the defaults per tier; a tier without its own entry
@@ -102,8 +109,8 @@ type tierDefaults struct {
 // client escapes as two \u sequences (12 bytes). The free tier's body bound
 // leaves room for that.
 var defaultsFor = map[string]tierDefaults{
-	tier.Free: {rateLimit: 10, rateLimitRefill: 1, maxTokens: 4096, maxBodyBytes: 512 << 10},
-	tier.Pro:  {rateLimit: 1000, rateLimitRefill: 10, maxTokens: 0, maxBodyBytes: 0},
+	tier.Free: {rateLimit: 10, rateLimitRefill: 1, maxTokens: 4096, maxBodyBytes: 512 << 10, maxToolCalls: 8},
+	tier.Pro:  {rateLimit: 1000, rateLimitRefill: 10, maxTokens: 0, maxBodyBytes: 0, maxToolCalls: 32},
 }
 
 // Load reads the configuration. getenv is the process environment (os.Getenv in
@@ -151,6 +158,14 @@ func Load(getenv func(string) string, envFile string) (Config, error) {
 		SocketMemory:  l.integer("RESPONSES_WS_MEMORY_BYTES", 16<<20, 64<<10, 1<<32),
 	}
 	c.MCP = l.mcp()
+	c.Agent = Agent{
+		MaxTurns:               int(l.integer("MCP_MAX_TURNS", 8, 1, 64)),
+		ResponseTimeout:        l.duration("MCP_RESPONSE_TIMEOUT", 5*time.Minute, time.Second),
+		MaxResponseOutputBytes: int(l.integer("MCP_MAX_RESPONSE_OUTPUT_BYTES", 1<<20, 1<<10, 64<<20)),
+		AllowUserServers:       l.boolean("MCP_ALLOW_USER_SERVERS", false),
+		AllowUserHTTP:          l.boolean("MCP_ALLOW_USER_HTTP", false),
+		BuiltinServer:          l.boolean("MCP_BUILTIN_SERVER", true),
+	}
 	c.Cache = Cache{
 		TTL:      l.duration("CACHE_TTL", time.Hour, 0),
 		Scope:    l.oneOf("CACHE_SCOPE", "user", "user", "global"),
@@ -292,6 +307,7 @@ func (l *loader) tiers(maxBody int64) tier.Table {
 			MaxBodyBytes: l.bodyCap(v.maxBodyBytes, bodyDefault, maxBody),
 			DailyTokens:  l.integer(v.tokenBudget, 0, 0, 1<<50),
 			DailySpend:   l.usd(v.spendLimit),
+			MaxToolCalls: l.integer(v.maxToolCalls, d.maxToolCalls, 0, 1<<20),
 		})
 	}
 	t, err := tier.New(all...)

@@ -37,8 +37,11 @@ const (
 // 200 characters of the last user message (and how many images it had),
 // and usage is estimated with EstimateTokens. When the request offers tools
 // (and tool_choice is not "none") and its last message is not a tool's
-// result, it calls the first tool (or the one tool_choice names) with
-// arguments built from the tool's JSON schema; after a tool's result it
+// result, it calls the one tool tool_choice names, else the first tool
+// whose name has a word the message uses ("time" in current_time), else
+// the first tool, with arguments built from the tool's JSON schema (an
+// "expression" argument gets the arithmetic the message contains, so the
+// built-in calculate tool can be tried); after a tool's result it
 // answers "Mock reply: the tool said: " and the result's start. Tool calls
 // are streamed as tool-call deltas, as OpenAI streams them. Invalid requests get an *UpstreamError of kind
 // ErrUpstreamRejected with an OpenAI-shaped 400 body, as a real upstream
@@ -241,9 +244,9 @@ func (m *Mock) answer(body []byte) (mockChat, error) {
 	if n := len(req.Messages); req.Messages[n-1].Role == "tool" {
 		result, _ := contentText(req.Messages[n-1].Content)
 		reply = "Mock reply: the tool said: " + firstRunes(result, mockEchoRunes)
-	} else if name, params, ok := req.toolToCall(); ok {
+	} else if name, params, ok := req.toolToCall(last); ok {
 		call = &mockToolCall{ID: "call_mock_" + hex.EncodeToString(sum[:8]), Type: "function",
-			Function: mockFunction{Name: name, Arguments: string(mockArguments(params))}}
+			Function: mockFunction{Name: name, Arguments: string(withExpression(mockArguments(params), last))}}
 	}
 	model := req.Model
 	if model == "" {
@@ -266,7 +269,7 @@ func (m *Mock) answer(body []byte) (mockChat, error) {
 // toolToCall is the function tool the mock calls: the one tool_choice
 // names, else the first; none when there are no function tools or
 // tool_choice is "none".
-func (req *mockChatRequest) toolToCall() (string, json.RawMessage, bool) {
+func (req *mockChatRequest) toolToCall(prompt string) (string, json.RawMessage, bool) {
 	var choice struct {
 		Function struct {
 			Name string `json:"name"`
@@ -277,6 +280,16 @@ func (req *mockChatRequest) toolToCall() (string, json.RawMessage, bool) {
 		return "", nil, false
 	}
 	_ = json.Unmarshal(req.ToolChoice, &choice)
+	if choice.Function.Name == "" {
+		lower := strings.ToLower(prompt)
+		for _, t := range req.Tools {
+			for _, w := range strings.FieldsFunc(strings.ToLower(t.Function.Name), func(r rune) bool { return r == '_' || r == '-' }) {
+				if len(w) >= 4 && strings.Contains(lower, w) && t.Type == "function" {
+					return t.Function.Name, t.Function.Parameters, true
+				}
+			}
+		}
+	}
 	for _, t := range req.Tools {
 		if t.Type != "function" || t.Function.Name == "" {
 			continue
@@ -316,6 +329,44 @@ func mockArguments(schema json.RawMessage) []byte {
 	out, err := json.Marshal(mockValue(v, "value", 0))
 	if err != nil || len(out) == 0 || out[0] != '{' {
 		return []byte("{}")
+	}
+	return out
+}
+
+// withExpression puts the arithmetic of prompt (its longest run of
+// digits, operators and parentheses with an operator in it) in the
+// arguments' "expression" string, when they have one.
+func withExpression(args []byte, prompt string) []byte {
+	var m map[string]any
+	if json.Unmarshal(args, &m) != nil {
+		return args
+	}
+	if _, ok := m["expression"].(string); !ok {
+		return args
+	}
+	best, cur := "", strings.Builder{}
+	flush := func() {
+		s := strings.TrimSpace(cur.String())
+		if len(s) > len(best) && strings.ContainsAny(s, "0123456789") && strings.ContainsAny(s, "+-*/%^") {
+			best = s
+		}
+		cur.Reset()
+	}
+	for _, r := range prompt {
+		if strings.ContainsRune("0123456789.+-*/%^() ", r) {
+			cur.WriteRune(r)
+			continue
+		}
+		flush()
+	}
+	flush()
+	if best == "" {
+		return args
+	}
+	m["expression"] = best
+	out, err := json.Marshal(m)
+	if err != nil {
+		return args
 	}
 	return out
 }

@@ -120,3 +120,33 @@ func TestMockStreamsToolCallDeltas(t *testing.T) {
 		t.Errorf("stream usage = %+v %v, want %+v", u, ok, plain.Usage)
 	}
 }
+
+func TestMockPicksTheToolThePromptNamesAndItsExpression(t *testing.T) {
+	t.Parallel()
+	tools := `"tools":[{"type":"function","function":{"name":"current_time","parameters":{"type":"object","properties":{"timezone":{"type":"string"}}}}},` +
+		`{"type":"function","function":{"name":"calculate","parameters":{"type":"object","properties":{"expression":{"type":"string"}},"required":["expression"]}}}]`
+	tests := []struct {
+		prompt, tool, args string
+	}{
+		{"Please calculate (2+3)*4 for me", "calculate", `{"expression":"(2+3)*4"}`},
+		{"What time is it?", "current_time", `{"timezone":"mock timezone"}`},
+		{"hello there", "current_time", `{"timezone":"mock timezone"}`},
+		{"calculate something", "calculate", `{"expression":"mock expression"}`},
+	}
+	for _, tt := range tests {
+		body := `{"model":"m","messages":[{"role":"user","content":` + strconvQuote(tt.prompt) + `}],` + tools + `}`
+		resp, err := NewMock().Complete(context.Background(), []byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		call := gjson.GetBytes(resp.Body, "choices.0.message.tool_calls.0.function")
+		if call.Get("name").Str != tt.tool || call.Get("arguments").Str != tt.args {
+			t.Errorf("%q: called %s", tt.prompt, call.Raw)
+		}
+	}
+}
+
+func strconvQuote(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}

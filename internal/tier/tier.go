@@ -50,6 +50,10 @@ type Tier struct {
 	// spends one token of; a zero Capacity means the model-call bucket's
 	// numbers apply.
 	MCPRateLimit ratelimit.Policy
+	// MaxToolCalls is the most server-side (MCP) tool calls one response
+	// may make; a request's max_tool_calls is capped by it. 0 means the
+	// tier's responses may make none.
+	MaxToolCalls int64
 }
 
 // Table holds the tiers, least privileged first. The zero Table is empty;
@@ -88,7 +92,7 @@ func New(tiers ...Tier) (Table, error) {
 		if err := t.MCPRateLimit.Validate(); err != nil {
 			return Table{}, fmt.Errorf("%w: mcp: %w", ErrInvalid, err)
 		}
-		if t.MaxTokens < 0 || t.MaxBodyBytes < 0 || t.DailyTokens < 0 || t.DailySpend.IsNegative() {
+		if t.MaxTokens < 0 || t.MaxBodyBytes < 0 || t.DailyTokens < 0 || t.DailySpend.IsNegative() || t.MaxToolCalls < 0 {
 			return Table{}, fmt.Errorf("%w: tier %q has a negative cap or budget", ErrInvalid, t.Name)
 		}
 		out[i] = t
