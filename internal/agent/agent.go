@@ -80,8 +80,10 @@ type Gateway interface {
 	Begin(ctx context.Context, p gateway.Principal, s gateway.Spec) (*gateway.Call, error)
 }
 
-// Observer counts tool calls (metrics). outcome is one of the Outcome
-// constants.
+// Observer counts the tool calls that never reached a server (denied by
+// the user, or not available to the request): the MCP client counts the
+// calls it makes itself (metrics.MCPToolCall has this method). outcome is
+// one of the Outcome constants.
 type Observer interface {
 	ToolCall(server, tool, outcome string, d time.Duration)
 }
@@ -94,6 +96,7 @@ const (
 	OutcomeTimeout   = "timeout"
 	OutcomeCancelled = "cancelled" // the client left
 	OutcomeDenied    = "denied"    // the user refused its approval
+	OutcomeForbidden = "forbidden" // not available to this request
 )
 
 // Reasons an agent response ends incomplete (incomplete_details.reason).
@@ -414,8 +417,7 @@ func (s *state) list(srv *Server) []responses.MCPTool {
 	s.send(ev)
 	ctx, cancel := context.WithTimeout(s.ctx, s.l.limits.CallTimeout)
 	defer cancel()
-	ctx, span := s.l.tracer.Start(ctx, "mcp.list_tools", trace.WithAttributes(attribute.String("mcp.server", srv.Label)))
-	start := time.Now()
+	ctx, span := s.l.tracer.Start(ctx, "agent.list_tools", trace.WithAttributes(attribute.String("mcp.server", srv.Label)))
 	tools, err := s.r.Tools.ListTools(ctx, srv.Label)
 	outcome := s.outcomeOf(ctx, err, false)
 	span.SetAttributes(attribute.String("mcp.outcome", outcome))
@@ -423,7 +425,6 @@ func (s *state) list(srv *Server) []responses.MCPTool {
 		span.SetStatus(codes.Error, outcome)
 	}
 	span.End()
-	s.observe(srv, "tools/list", outcome, time.Since(start))
 	if err != nil {
 		s.l.logger.LogAttrs(s.ctx, slog.LevelWarn, "mcp list tools failed", slog.String("request_id", s.r.RequestID),
 			slog.String("server", srv.Label), slog.String("outcome", outcome), slog.String("error", err.Error()))
@@ -601,6 +602,9 @@ func (s *state) call(server, tool, arguments string) (string, string) {
 	s.out.ToolCalls++
 	srv := s.server(server)
 	if srv == nil || !allowed(srv, tool) {
+		if srv != nil {
+			s.observe(srv, tool, OutcomeForbidden, 0)
+		}
 		return "", fmt.Sprintf("Tool %q is not available on server %q in this request.", tool, server)
 	}
 	args := json.RawMessage(arguments)
@@ -612,7 +616,7 @@ func (s *state) call(server, tool, arguments string) (string, string) {
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.l.limits.CallTimeout)
 	defer cancel()
-	ctx, span := s.l.tracer.Start(ctx, "mcp.call_tool", trace.WithAttributes(
+	ctx, span := s.l.tracer.Start(ctx, "agent.tool_call", trace.WithAttributes(
 		attribute.String("mcp.server", server), attribute.String("mcp.tool", tool)))
 	start := time.Now()
 	res, err := s.r.Tools.CallTool(ctx, server, tool, args)
@@ -623,7 +627,6 @@ func (s *state) call(server, tool, arguments string) (string, string) {
 		span.SetStatus(codes.Error, outcome)
 	}
 	span.End()
-	s.observe(srv, tool, outcome, d)
 	s.l.logger.LogAttrs(s.ctx, slog.LevelInfo, "mcp tool call", slog.String("request_id", s.r.RequestID),
 		slog.String("server", server), slog.String("tool", tool), slog.String("outcome", outcome),
 		slog.Duration("duration", d), slog.Int("output_bytes", len(res.Output)))
@@ -690,7 +693,7 @@ func (s *state) observe(srv *Server, tool, outcome string, d time.Duration) {
 	label := srv.Label
 	if srv.UserSupplied {
 		// A user's server and tool names would make metrics unbounded.
-		label, tool = "user", "user"
+		label, tool = "(user-supplied)", "(user-supplied)"
 	}
 	s.l.observer.ToolCall(label, tool, outcome, d)
 }
