@@ -43,8 +43,8 @@ type Tool struct {
 
 // Result is what a tool call answered.
 type Result struct {
-	// Output is the text of the result (already cut by the client when it
-	// was over its size cap).
+	// Output is the text of the result (already cut, and marked as cut,
+	// by the client when it was over its size cap).
 	Output string
 	// IsError says the tool answered with an MCP error result.
 	IsError bool
@@ -591,28 +591,28 @@ func (s *state) runCalls(idx []int) {
 		}
 		it := s.t.Response().Output[i]
 		s.send(s.t.CallStarted(i))
-		out, errMsg := s.call(it.ServerLabel, it.Name, it.Arguments)
-		s.send(s.t.CallDone(i, out, errMsg))
+		out, callErr := s.call(it.ServerLabel, it.Name, it.Arguments)
+		s.send(s.t.CallDone(i, out, callErr))
 	}
 }
 
-// call runs one tool call and returns its output or the error message
-// the model sees.
-func (s *state) call(server, tool, arguments string) (string, string) {
+// call runs one tool call and returns its output or the error the model
+// sees.
+func (s *state) call(server, tool, arguments string) (string, *responses.CallError) {
 	s.out.ToolCalls++
 	srv := s.server(server)
 	if srv == nil || !allowed(srv, tool) {
 		if srv != nil {
 			s.observe(srv, tool, OutcomeForbidden, 0)
 		}
-		return "", fmt.Sprintf("Tool %q is not available on server %q in this request.", tool, server)
+		return "", &responses.CallError{Type: responses.ErrToolExecution, Message: fmt.Sprintf("Tool %q is not available on server %q in this request.", tool, server)}
 	}
 	args := json.RawMessage(arguments)
 	if len(args) == 0 {
 		args = json.RawMessage("{}")
 	}
 	if !json.Valid(args) {
-		return "", "The arguments are not valid JSON."
+		return "", &responses.CallError{Type: responses.ErrToolExecution, Message: "The arguments are not valid JSON."}
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.l.limits.CallTimeout)
 	defer cancel()
@@ -633,20 +633,43 @@ func (s *state) call(server, tool, arguments string) (string, string) {
 	if err != nil {
 		s.l.logger.LogAttrs(s.ctx, slog.LevelWarn, "mcp tool call failed", slog.String("request_id", s.r.RequestID),
 			slog.String("server", server), slog.String("tool", tool), slog.String("error", err.Error()))
-		return "", s.failureMessage(server, outcome)
+		return "", s.callError(server, outcome, err)
 	}
 	out := res.Output
 	s.bytes += len(out)
 	if s.bytes > s.l.limits.MaxOutputBytes {
 		keep := max(0, len(out)-(s.bytes-s.l.limits.MaxOutputBytes))
 		out = cut(out, keep) + responses.MCPTruncationNote(keep, len(res.Output))
-	} else if res.Truncated {
-		out += responses.MCPTruncationNote(len(res.Output), res.Bytes)
 	}
 	if res.IsError {
-		return "", out
+		return "", &responses.CallError{Type: responses.ErrToolExecution, Message: out}
 	}
-	return out, ""
+	return out, nil
+}
+
+// ProtocolError is a server's JSON-RPC error answer (an unknown tool,
+// invalid arguments), as a Tools implementation reports it.
+type ProtocolError struct {
+	Code    int64
+	Message string
+}
+
+func (e *ProtocolError) Error() string {
+	return fmt.Sprintf("mcp: server error %d: %s", e.Code, e.Message)
+}
+
+// callError is a failed call's error for the model and the client.
+func (s *state) callError(server, outcome string, err error) *responses.CallError {
+	var pe *ProtocolError
+	switch {
+	case errors.As(err, &pe):
+		return &responses.CallError{Type: responses.ErrProtocol, Code: pe.Code, Message: pe.Message}
+	case outcome == OutcomeTimeout:
+		return &responses.CallError{Type: responses.ErrHTTP, Code: 504, Message: s.failureMessage(server, outcome)}
+	case outcome == OutcomeCancelled:
+		return &responses.CallError{Type: responses.ErrHTTP, Code: 499, Message: s.failureMessage(server, outcome)}
+	}
+	return &responses.CallError{Type: responses.ErrHTTP, Code: 502, Message: s.failureMessage(server, outcome)}
 }
 
 // cut is s's first n bytes, not splitting a UTF-8 sequence.

@@ -82,7 +82,7 @@ func (s *state) answerApprovals() {
 			if srv := s.server(q.ServerLabel); srv != nil {
 				s.observe(srv, q.Name, OutcomeDenied, 0)
 			}
-			s.send(s.t.CallDone(i, "", msg))
+			s.send(s.t.CallDone(i, "", &responses.CallError{Type: responses.ErrToolExecution, Message: msg}))
 			continue
 		}
 		if s.out.ToolCalls >= s.r.MaxToolCalls {
@@ -91,7 +91,7 @@ func (s *state) answerApprovals() {
 			continue
 		}
 		s.send(s.t.CallStarted(i))
-		out, errMsg := s.call(q.ServerLabel, q.Name, q.Arguments)
-		s.send(s.t.CallDone(i, out, errMsg))
+		out, callErr := s.call(q.ServerLabel, q.Name, q.Arguments)
+		s.send(s.t.CallDone(i, out, callErr))
 	}
 }

@@ -346,3 +346,25 @@ func (s *schemeCheck) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	return s.next.RoundTrip(req)
 }
+
+// CheckHost resolves host and refuses it if any address it resolves to is
+// forbidden, without dialling: an early, friendly refusal. The dial checks
+// again (the answer may change between the two).
+func (g *Guard) CheckHost(ctx context.Context, host string) error {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if r := Check(ip); r != "" {
+			return &BlockedError{Host: host, Addr: ip.Unmap().WithZone(""), Reason: r}
+		}
+		return nil
+	}
+	ips, err := g.resolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return fmt.Errorf("netguard: resolve %q: %w", host, err)
+	}
+	for _, ip := range ips {
+		if r := Check(ip); r != "" {
+			return &BlockedError{Host: host, Addr: ip.Unmap().WithZone(""), Reason: r}
+		}
+	}
+	return nil
+}

@@ -18,6 +18,26 @@ const (
 	ToolMCP = "mcp"
 )
 
+// Kinds of an mcp_call's error, in OpenAI's words.
+const (
+	// ErrToolExecution: the tool answered with an error, or the call did
+	// not run (denied, not available, a cap); Message is its text.
+	ErrToolExecution = "mcp_tool_execution_error"
+	// ErrProtocol: the server answered with a JSON-RPC error.
+	ErrProtocol = "mcp_protocol_error"
+	// ErrHTTP: the server could not be reached or did not answer in time.
+	ErrHTTP = "http_error"
+)
+
+// CallError is a failed mcp_call's error: its kind, a code (a JSON-RPC
+// or HTTP-like status for ErrProtocol and ErrHTTP) and a message the
+// model and the client see.
+type CallError struct {
+	Type    string
+	Code    int64
+	Message string
+}
+
 // Bounds on an MCP tool of a request.
 const (
 	maxServerLabel   = 64
@@ -373,8 +393,21 @@ func parseMCPItem(raw json.RawMessage, p string) (it Item, ok bool, err error) {
 	if len(w.Error) > 0 && !isNull(w.Error) {
 		var s string
 		if json.Unmarshal(w.Error, &s) != nil {
-			// OpenAI has written errors as objects too; keep the text.
-			s = string(compact(w.Error))
+			var e struct {
+				Type    string `json:"type"`
+				Code    int64  `json:"code"`
+				Message string `json:"message"`
+				Content []struct {
+					Text string `json:"text"`
+				} `json:"content"`
+			}
+			if json.Unmarshal(w.Error, &e) != nil {
+				return Item{}, true, paramErr(p+".error", "'%s.error' must be a string or an error object.", p)
+			}
+			s, it.ErrorType, it.ErrorCode = e.Message, e.Type, e.Code
+			for _, c := range e.Content {
+				s += c.Text
+			}
 		}
 		it.Error = &s
 	}
@@ -411,8 +444,12 @@ func (it Item) marshalMCP() ([]byte, error) {
 		}{it.Type, it.ID, it.ServerLabel, tools, it.Error})
 	case TypeMCPCall:
 		var out, approval *string
+		var callErr any
 		if it.Error == nil && it.Status != StatusInProgress {
 			out = &it.Output
+		}
+		if it.Error != nil {
+			callErr = mcpErrorJSON(it)
 		}
 		if it.ApprovalRequestID != "" {
 			approval = &it.ApprovalRequestID
@@ -424,10 +461,10 @@ func (it Item) marshalMCP() ([]byte, error) {
 			Name              string  `json:"name"`
 			Arguments         string  `json:"arguments"`
 			Output            *string `json:"output"`
-			Error             *string `json:"error"`
+			Error             any     `json:"error"`
 			ApprovalRequestID *string `json:"approval_request_id"`
 			Status            string  `json:"status"`
-		}{it.Type, it.ID, it.ServerLabel, it.Name, it.Arguments, out, it.Error, approval, it.Status})
+		}{it.Type, it.ID, it.ServerLabel, it.Name, it.Arguments, out, callErr, approval, it.Status})
 	case TypeMCPApprovalRequest:
 		return json.Marshal(struct {
 			Type        string `json:"type"`
@@ -449,6 +486,27 @@ func (it Item) marshalMCP() ([]byte, error) {
 			Reason            *string `json:"reason"`
 		}{it.Type, it.ID, it.ApprovalRequestID, it.Approve, reason})
 	}
+}
+
+// mcpErrorJSON is an mcp_call's error as OpenAI writes it: an object by
+// kind (a tool's error carries its text as content).
+func mcpErrorJSON(it Item) any {
+	switch it.ErrorType {
+	case ErrProtocol, ErrHTTP:
+		return struct {
+			Type    string `json:"type"`
+			Code    int64  `json:"code"`
+			Message string `json:"message"`
+		}{it.ErrorType, it.ErrorCode, *it.Error}
+	}
+	type text struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	}
+	return struct {
+		Type    string `json:"type"`
+		Content []text `json:"content"`
+	}{ErrToolExecution, []text{{"text", *it.Error}}}
 }
 
 // FunctionDef is a function offered to the model that is not one of the
@@ -641,11 +699,12 @@ func (t *Translator) CallStarted(i int) []Event {
 }
 
 // CallDone completes the mcp_call item i with the tool's output, or with
-// errMsg (a message the model and the client see) when it failed.
-func (t *Translator) CallDone(i int, output, errMsg string) []Event {
+// its error (what the model and the client see) when it failed.
+func (t *Translator) CallDone(i int, output string, e *CallError) []Event {
 	it := &t.resp.Output[i]
-	if errMsg != "" {
-		it.Error, it.Status = &errMsg, StatusFailed
+	if e != nil {
+		msg := e.Message
+		it.Error, it.ErrorType, it.ErrorCode, it.Status = &msg, e.Type, e.Code, StatusFailed
 		t.status("response.mcp_call.failed", i)
 	} else {
 		it.Output, it.Status = output, StatusCompleted
@@ -659,7 +718,7 @@ func (t *Translator) CallDone(i int, output, errMsg string) []Event {
 // reached), with the reason as its error and status incomplete.
 func (t *Translator) CallSkipped(i int, reason string) []Event {
 	it := &t.resp.Output[i]
-	it.Error, it.Status = &reason, StatusIncomplete
+	it.Error, it.ErrorType, it.Status = &reason, ErrToolExecution, StatusIncomplete
 	t.status("response.mcp_call.failed", i)
 	t.emit("response.output_item.done", itemEvent{"response.output_item.done", t.next(), i, *it})
 	return t.take()

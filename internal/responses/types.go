@@ -67,6 +67,8 @@ type Item struct {
 	ServerLabel       string
 	Tools             []MCPTool
 	Error             *string
+	ErrorType         string // an mcp_call's: one of the CallError types
+	ErrorCode         int64
 	ApprovalRequestID string
 	Approve           bool
 	Reason            string

@@ -101,9 +101,13 @@ func NewServer(o Options) *mcp.Server {
 
 // Handler serves the built-in server over Streamable HTTP. It keeps no
 // sessions (each request stands alone), so any replica, or the same
-// process, can answer any request.
+// process, can answer any request. It is meant to be reached in-process
+// only (never mounted on a listener): the SDK's DNS-rebinding check is
+// off because an in-process request carries the context of the API
+// request that caused it, whose local address is the API's (often
+// loopback) while its Host names the in-process server.
 func Handler(o Options) http.Handler {
 	s := NewServer(o)
 	return mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s },
-		&mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true, MaxRequestBodyBytes: 64 << 10})
+		&mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true, MaxRequestBodyBytes: 64 << 10, DisableLocalhostProtection: true})
 }
