@@ -79,6 +79,9 @@ type accessEntry struct {
 	// completion tokens; prompt and completion split tokens for metrics.
 	completion int64
 	dbError    bool
+	// toolCalls and turns count a response's server-side tool calls and
+	// model turns (the tool loop).
+	toolCalls, turns int
 }
 
 // add records one finished request.
@@ -153,6 +156,9 @@ func (a *AccessLog) write(e accessEntry) {
 	if e.tokens != 0 {
 		line.AddAttrs(slog.Int64("tokens", e.tokens))
 	}
+	if e.turns != 0 {
+		line.AddAttrs(slog.Int("tool_calls", e.toolCalls), slog.Int("turns", e.turns))
+	}
 	a.logger.Handler().Handle(ctx, line)
 }
 
@@ -176,7 +182,8 @@ func withAccessLog(a *AccessLog) func(http.Handler) http.Handler {
 				status: rec.status, bytes: rec.bytes,
 				userID: ri.userID, tier: ri.tier, limit: ri.limit, cache: ri.cache,
 				model: ri.model, tokens: ri.tokens, prompt: ri.prompt, completion: ri.completion,
-				dbError: ri.dbError || errors.Is(ri.err, store.ErrUnavailable),
+				dbError:   ri.dbError || errors.Is(ri.err, store.ErrUnavailable),
+				toolCalls: ri.toolCalls, turns: ri.turns,
 			}
 			if e.status == 0 {
 				e.status = http.StatusOK

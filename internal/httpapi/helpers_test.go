@@ -126,6 +126,10 @@ type testOptions struct {
 	// catalogue routes by model name over its deployments (and serves
 	// the admin model routes).
 	catalogue *catalog.Live
+	// agent runs tools of type "mcp" (nil: refused); maxToolCalls is
+	// every tier's MAX_TOOL_CALLS.
+	agent        *AgentDeps
+	maxToolCalls int64
 }
 
 // RequestCaps and TierCaps give the tiers' request caps in tests.
@@ -211,9 +215,10 @@ func newTestAPI(t *testing.T, o testOptions) *testAPI {
 	}
 	tiers, err := tier.New(
 		tier.Tier{Name: tier.Free, RateLimit: ratelimit.Policy{Capacity: o.capacity, RefillPerSecond: o.refill},
-			MaxTokens: o.caps[tier.Free].MaxTokens, MaxBodyBytes: o.caps[tier.Free].MaxBodyBytes, DailyTokens: o.budgetFree},
+			MaxTokens: o.caps[tier.Free].MaxTokens, MaxBodyBytes: o.caps[tier.Free].MaxBodyBytes, DailyTokens: o.budgetFree,
+			MaxToolCalls: o.maxToolCalls},
 		tier.Tier{Name: tier.Pro, RateLimit: ratelimit.Policy{Capacity: 1000, RefillPerSecond: 10},
-			MaxTokens: o.caps[tier.Pro].MaxTokens, MaxBodyBytes: o.caps[tier.Pro].MaxBodyBytes},
+			MaxTokens: o.caps[tier.Pro].MaxTokens, MaxBodyBytes: o.caps[tier.Pro].MaxBodyBytes, MaxToolCalls: o.maxToolCalls},
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -274,6 +279,7 @@ func newTestAPI(t *testing.T, o testOptions) *testAPI {
 		ResponsesSocketIdle: o.socketIdle,
 		MCPCalls:            st,
 		Models:              models,
+		Agent:               o.agent,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -42,6 +42,8 @@ type requestInfo struct {
 	// dbError notes a database failure the request survived (or died of).
 	dbError bool
 	err     error
+	// toolCalls and turns are a tool-loop response's (responses_agent.go).
+	toolCalls, turns int
 }
 
 // noteCall adds a model call to the request's record.

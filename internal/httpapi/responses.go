@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/agentapi/agentapi/internal/agent"
 	"github.com/agentapi/agentapi/internal/gateway"
 	"github.com/agentapi/agentapi/internal/llm"
 	"github.com/agentapi/agentapi/internal/responses"
@@ -49,11 +50,15 @@ type responsesAPI struct {
 	// socketIdle and socketMemory bound each WebSocket.
 	socketIdle   time.Duration
 	socketMemory int64
+	// agent runs tools of type "mcp" (responses_agent.go); nil refuses
+	// them.
+	agent *agentRunner
 }
 
 func newResponsesAPI(d Deps, m *modelRoutes) *responsesAPI {
 	a := &responsesAPI{m: m, ttl: d.ResponsesTTL, contextTokens: d.ResponsesContextTokens,
-		sealer: d.CompactionSealer, sockets: d.Sockets, socketIdle: d.ResponsesSocketIdle, socketMemory: d.ResponsesSocketMemory}
+		sealer: d.CompactionSealer, sockets: d.Sockets, socketIdle: d.ResponsesSocketIdle, socketMemory: d.ResponsesSocketMemory,
+		agent: newAgentRunner(d)}
 	if d.Responses != nil {
 		a.store = d.Responses
 	}
@@ -141,6 +146,9 @@ func (a *responsesAPI) create(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return nil
 	}
+	if t.tools != nil {
+		return a.runAgent(w, r, call, t)
+	}
 	if req.Stream {
 		a.streamHTTP(w, r, call, t)
 		return nil
@@ -169,6 +177,10 @@ type turn struct {
 	// mem is the WebSocket's memory of its store: false responses; nil
 	// outside a socket.
 	mem *socketMemory
+	// tools are the request's MCP servers, resolved, when it runs the
+	// tool loop; chatOpts convert each of its model turns.
+	tools    *agentRequest
+	chatOpts responses.ChatOptions
 }
 
 // spec is the governed call of the turn.
@@ -187,9 +199,6 @@ func (t *turn) spec() gateway.Spec {
 // fix or a dependency that failed.
 func (a *responsesAPI) prepare(ctx context.Context, tr tier.Tier, req *responses.Request, mem *socketMemory) (*turn, error) {
 	gw := a.m.gw
-	if len(req.MCPServers()) > 0 {
-		return nil, &responses.ParamError{Param: "tools", Code: "unsupported_parameter", Message: "Tools of type 'mcp' are not enabled on this server."}
-	}
 	model := req.Model
 	if model == "" {
 		model = gw.DefaultModel()
@@ -204,6 +213,11 @@ func (a *responsesAPI) prepare(ctx context.Context, tr tier.Tier, req *responses
 	}
 	t := &turn{req: req, model: model, userID: p.UserID, mem: mem}
 	var err error
+	if usesAgent(req) {
+		if t.tools, err = a.agentTools(ctx, tr, req, mem); err != nil {
+			return nil, err
+		}
+	}
 	switch {
 	case req.PreviousResponseID != "" && mem != nil && mem.has(req.PreviousResponseID):
 		t.history = mem.items(req.PreviousResponseID)
@@ -227,9 +241,13 @@ func (a *responsesAPI) prepare(ctx context.Context, tr tier.Tier, req *responses
 	if err := a.sealer.Unseal(p.UserID, req.Input, "input"); err != nil {
 		return nil, err
 	}
-	t.chat, err = responses.ChatRequest(req, t.history, responses.ChatOptions{
-		Model: model, Stream: req.Stream, DefaultMaxTokens: tr.MaxTokens, ContextTokens: a.contextTokens,
-	})
+	if t.tools != nil {
+		if err := agent.CheckApprovals(req, t.history); err != nil {
+			return nil, err
+		}
+	}
+	t.chatOpts = responses.ChatOptions{Model: model, Stream: req.Stream, DefaultMaxTokens: tr.MaxTokens, ContextTokens: a.contextTokens}
+	t.chat, err = responses.ChatRequest(req, t.history, t.chatOpts)
 	if err != nil {
 		return nil, err
 	}
@@ -253,6 +271,14 @@ func inputIDPrefix(typ string) string {
 		return "fco"
 	case responses.TypeCompaction:
 		return "cmp"
+	case responses.TypeMCPApprovalResponse:
+		return "mcpa"
+	case responses.TypeMCPCall:
+		return "mcp"
+	case responses.TypeMCPApprovalRequest:
+		return "mcpr"
+	case responses.TypeMCPListTools:
+		return "mcpl"
 	}
 	return "msg"
 }

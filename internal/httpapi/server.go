@@ -93,6 +93,9 @@ type Deps struct {
 	// ResponsesContextTokens bounds the estimated conversation a response
 	// sends upstream; 0 means no bound.
 	ResponsesContextTokens int64
+	// Agent runs tools of type "mcp" in /v1/responses (the tool loop);
+	// nil refuses them.
+	Agent *AgentDeps
 	// Conversations keeps the Conversations API's conversations; nil
 	// answers its routes (and a response given a conversation) 503.
 	Conversations conversationStore
