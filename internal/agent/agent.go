@@ -85,7 +85,7 @@ type Gateway interface {
 // calls it makes itself (metrics.MCPToolCall has this method). outcome is
 // one of the Outcome constants.
 type Observer interface {
-	ToolCall(server, tool, outcome string, d time.Duration)
+	MCPToolCall(server, tool, outcome string, d time.Duration)
 }
 
 // Outcomes of a tool call, for metrics and spans.
@@ -718,5 +718,5 @@ func (s *state) observe(srv *Server, tool, outcome string, d time.Duration) {
 		// A user's server and tool names would make metrics unbounded.
 		label, tool = "(user-supplied)", "(user-supplied)"
 	}
-	s.l.observer.ToolCall(label, tool, outcome, d)
+	s.l.observer.MCPToolCall(label, tool, outcome, d)
 }

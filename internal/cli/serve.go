@@ -11,14 +11,17 @@ import (
 	"time"
 
 	"github.com/agentapi/agentapi/internal/admission"
+	"github.com/agentapi/agentapi/internal/agent"
 	"github.com/agentapi/agentapi/internal/auth"
 	"github.com/agentapi/agentapi/internal/cache"
 	"github.com/agentapi/agentapi/internal/config"
 	"github.com/agentapi/agentapi/internal/gateway"
 	"github.com/agentapi/agentapi/internal/httpapi"
 	"github.com/agentapi/agentapi/internal/mcp"
+	"github.com/agentapi/agentapi/internal/mcp/builtin"
 	"github.com/agentapi/agentapi/internal/mcpgateway"
 	"github.com/agentapi/agentapi/internal/metrics"
+	"github.com/agentapi/agentapi/internal/netguard"
 	"github.com/agentapi/agentapi/internal/ratelimit"
 	"github.com/agentapi/agentapi/internal/redisconn"
 	"github.com/agentapi/agentapi/internal/responses"
@@ -278,6 +281,12 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		MCPCalls:   st,
 
 		Models: adminCatalogue(models),
+		// The tool loop of /v1/responses (tools of type "mcp").
+		Agent: &httpapi.AgentDeps{Servers: mcpServers, Client: mcpClient, Observer: m,
+			Guard: netguard.NewGuard(netguard.Options{AllowHTTP: cfg.Agent.AllowUserHTTP}),
+			Limits: agent.Limits{MaxTurns: cfg.Agent.MaxTurns, CallTimeout: cfg.MCP.CallTimeout,
+				Deadline: cfg.Agent.ResponseTimeout, MaxOutputBytes: cfg.Agent.MaxResponseOutputBytes},
+			AllowUserServers: cfg.Agent.AllowUserServers, AllowUserHTTP: cfg.Agent.AllowUserHTTP},
 	})
 	if err != nil {
 		return err
@@ -365,11 +374,23 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 // under SECRET_KEY) and the client that calls them, with MCP_* bounds,
 // metrics per call and a span per call when tracing is on.
 func newMCP(cfg config.Config, st *store.Store, m *metrics.Metrics, tracer trace.Tracer, logger *slog.Logger) (*mcp.Registry, *mcp.Client, error) {
-	reg, err := mcp.NewRegistry(mcp.RegistryOptions{Store: st, SecretKey: cfg.Auth.SecretKey, PreviousSecretKey: cfg.Auth.SecretKeyPrevious})
+	var builtins []mcp.Server
+	if cfg.Agent.BuiltinServer {
+		// The built-in server answers in-process, without a network.
+		builtins = append(builtins, mcp.Server{Label: builtin.Label, Description: builtin.Description,
+			Handler: builtin.Handler(builtin.Options{Version: Version}), RequireApproval: mcp.ApprovalNever})
+	}
+	reg, err := mcp.NewRegistry(mcp.RegistryOptions{Store: st, Builtin: builtins, SecretKey: cfg.Auth.SecretKey, PreviousSecretKey: cfg.Auth.SecretKeyPrevious})
 	if err != nil {
 		return nil, nil, fmt.Errorf("mcp registry: %w", err)
 	}
+	var public *http.Client
+	if cfg.Agent.AllowUserServers {
+		// A request's own server_url is dialled only at public addresses.
+		public = netguard.NewClient(netguard.Options{AllowHTTP: cfg.Agent.AllowUserHTTP, Timeout: cfg.MCP.CallTimeout})
+	}
 	client := mcp.NewClient(mcp.ClientOptions{
+		PublicHTTP:     public,
 		CallTimeout:    cfg.MCP.CallTimeout,
 		MaxOutputBytes: int(cfg.MCP.MaxOutputBytes),
 		ToolsTTL:       cfg.MCP.ToolsTTL,
