@@ -261,6 +261,12 @@ func TestGatewayListsAndCalls(t *testing.T) {
 	if res, err := one.CallTool(ctx, &sdk.CallToolParams{Name: "add", Arguments: map[string]any{}}); err != nil || text(res) != "sum {}" {
 		t.Errorf("/mcp/math add = %v, %v", res, err)
 	}
+	for label, want := range map[string]string{"vault": "not available to the free tier", "nope": `no MCP server "nope"`} {
+		cs := connect(t, strings.TrimSuffix(f.url, "/mcp")+"/mcp/"+label, "free-token")
+		if _, err := cs.ListTools(ctx, nil); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("/mcp/%s tools/list: %v, want %q", label, err, want)
+		}
+	}
 }
 
 func TestGatewayRefusals(t *testing.T) {
