@@ -78,6 +78,11 @@ func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 	for k, v := range ae.header {
 		w.Header()[k] = v
 	}
+	if isAnthropicPath(r.URL.Path) {
+		status, body := anthropicError(ae, ue, requestID(r.Context()))
+		writeJSON(w, status, body)
+		return
+	}
 	if isOpenAIPath(r.URL.Path) {
 		// SDKs pointed at /v1 parse OpenAI's shape; the same mapping above
 		// decided the status, only the body differs.

@@ -120,7 +120,7 @@ func operations() []operation {
 		{Method: "GET", Path: "/admin/users/{id}/usage", Tag: "admin", Auth: true, Summary: "A user's token usage (admins only)",
 			Description: "Query: from, to (YYYY-MM-DD, UTC; default the current month).",
 			Responses:   []docResponse{{Status: 200, Description: "Totals by day and model.", Body: usageReport{}}, docUnauthorized, docForbidden, docNotFound, docValidation}},
-	}, slices.Concat(gatewayOperations(), consoleOperations(), responsesOperations(), mcpServerOperations(), mcpGatewayOperations(), modelsOperations())...)
+	}, slices.Concat(gatewayOperations(), consoleOperations(), responsesOperations(), mcpServerOperations(), mcpGatewayOperations(), modelsOperations(), messagesOperations())...)
 }
 
 // routePath turns a ServeMux pattern ("GET /keys/{id}", "GET /{$}") into the

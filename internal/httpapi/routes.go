@@ -47,6 +47,9 @@ func addRoutes(mux router, d Deps, states *accountStates, openapi []byte) {
 	mux.Handle("POST /v1/chat/completions", authnKey(handleChatCompletions(m)))
 	mux.Handle("POST /v1/embeddings", authnKey(handleEmbeddings(m)))
 	mux.Handle("GET /v1/models", authnKey(handleModels(m)))
+	// Anthropic's Messages API, for Claude Code and the Anthropic SDKs.
+	mux.Handle("POST /v1/messages", withAnthropicKey(authnKey(handleMessages(m))))
+	mux.Handle("POST /v1/messages/count_tokens", withAnthropicKey(authnKey(handleCountTokens(m))))
 	mux.Handle("GET /v1/models/{model...}", authnKey(handleModel(m)))
 	// Responses: creating one runs the model (one rate-limit token);
 	// reading, listing and deleting spend none.
