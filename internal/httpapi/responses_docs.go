@@ -11,7 +11,7 @@ type responsesRequestDoc struct {
 	PreviousResponseID *string           `json:"previous_response_id,omitempty" jsonschema:"description=Continue this stored response of yours; unknown, deleted, expired, unstored or another user's ids are all 400 previous_response_not_found."`
 	Store              *bool             `json:"store,omitempty" jsonschema:"description=Store the response (default true); false writes nothing."`
 	Stream             bool              `json:"stream,omitempty"`
-	Tools              []map[string]any  `json:"tools,omitempty" jsonschema:"description=Function tools only."`
+	Tools              []map[string]any  `json:"tools,omitempty" jsonschema:"description=Function tools, and MCP tools (type mcp: server_label, server_url, allowed_tools, require_approval, headers) that agentapi runs itself; see docs/agent-tools.md."`
 	ToolChoice         any               `json:"tool_choice,omitempty"`
 	ParallelToolCalls  *bool             `json:"parallel_tool_calls,omitempty"`
 	MaxOutputTokens    *int64            `json:"max_output_tokens,omitempty" jsonschema:"description=At most the tier's MAX_TOKENS_<TIER>."`
