@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -112,27 +113,19 @@ type attempt func(c *Client, body []byte, budget time.Duration) (Usage, error)
 
 // Complete routes a chat-completions call.
 func (c *CatalogueRouter) Complete(ctx context.Context, body []byte) (*Response, error) {
-	var out *Response
-	public, _, err := c.route(ctx, body, func(cl *Client, b []byte, budget time.Duration) (Usage, error) {
-		resp, err := cl.post(ctx, cl.chatURL, b, budget)
-		if err != nil {
-			return Usage{}, err
-		}
-		out = resp
-		return resp.Usage, nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	renameAnswer(out, public)
-	return out, nil
+	return c.plain(ctx, body, func(cl *Client) *url.URL { return cl.chatURL })
 }
 
 // Embeddings routes an embeddings call.
 func (c *CatalogueRouter) Embeddings(ctx context.Context, body []byte) (*Response, error) {
+	return c.plain(ctx, body, func(cl *Client) *url.URL { return cl.embeddingsURL })
+}
+
+// plain routes a non-streamed call to the endpoint of each client.
+func (c *CatalogueRouter) plain(ctx context.Context, body []byte, endpoint func(*Client) *url.URL) (*Response, error) {
 	var out *Response
 	public, _, err := c.route(ctx, body, func(cl *Client, b []byte, budget time.Duration) (Usage, error) {
-		resp, err := cl.post(ctx, cl.embeddingsURL, b, budget)
+		resp, err := cl.post(ctx, endpoint(cl), b, budget)
 		if err != nil {
 			return Usage{}, err
 		}
