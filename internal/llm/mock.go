@@ -40,8 +40,9 @@ const (
 // result, it calls the one tool tool_choice names, else the first tool
 // whose name has a word the message uses ("time" in current_time), else
 // the first tool, with arguments built from the tool's JSON schema (an
-// "expression" argument gets the arithmetic the message contains, so the
-// built-in calculate tool can be tried); after a tool's result it
+// "expression" argument gets the arithmetic the message contains and a
+// "timezone" argument "UTC", so the built-in tools can be tried); after a
+// tool's result it
 // answers "Mock reply: the tool said: " and the result's start. Tool calls
 // are streamed as tool-call deltas, as OpenAI streams them. Invalid requests get an *UpstreamError of kind
 // ErrUpstreamRejected with an OpenAI-shaped 400 body, as a real upstream
@@ -340,6 +341,12 @@ func withExpression(args []byte, prompt string) []byte {
 	var m map[string]any
 	if json.Unmarshal(args, &m) != nil {
 		return args
+	}
+	if _, ok := m["timezone"].(string); ok {
+		m["timezone"] = "UTC"
+		if out, err := json.Marshal(m); err == nil {
+			args = out
+		}
 	}
 	if _, ok := m["expression"].(string); !ok {
 		return args

@@ -129,8 +129,8 @@ func TestMockPicksTheToolThePromptNamesAndItsExpression(t *testing.T) {
 		prompt, tool, args string
 	}{
 		{"Please calculate (2+3)*4 for me", "calculate", `{"expression":"(2+3)*4"}`},
-		{"What time is it?", "current_time", `{"timezone":"mock timezone"}`},
-		{"hello there", "current_time", `{"timezone":"mock timezone"}`},
+		{"What time is it?", "current_time", `{"timezone":"UTC"}`},
+		{"hello there", "current_time", `{"timezone":"UTC"}`},
 		{"calculate something", "calculate", `{"expression":"mock expression"}`},
 	}
 	for _, tt := range tests {
