@@ -105,6 +105,19 @@ func (c *CatalogueRouter) upstreamOf(d catalog.Deployment) (*routedUpstream, err
 	}
 	u := &routedUpstream{client: client, breaker: newBreaker(d.Name, c.failures, c.cooldown, c.settings.logger)}
 	c.deployments[d.Name] = &routedDeployment{baseURL: d.BaseURL, key: d.Key(), upstream: u}
+	// A new deployment means the catalogue changed: forget those it no
+	// longer lists, so that changes made over weeks do not pile up.
+	live := map[string]bool{}
+	for _, m := range c.catalogue.Current().Models {
+		for _, x := range m.Deployments {
+			live[x.Name] = true
+		}
+	}
+	for name := range c.deployments {
+		if !live[name] && name != d.Name {
+			delete(c.deployments, name)
+		}
+	}
 	return u, nil
 }
 
