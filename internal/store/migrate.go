@@ -20,24 +20,19 @@ import (
 //go:embed migrations/*.sql
 var migrations embed.FS
 
-// migrate applies any migrations the database has not seen yet.
+// migrate applies any migrations the database has not seen yet. On
+// PostgreSQL it takes the advisory lock itself; beside a SQLite file the
+// caller holds the file lock (see pingAndMigrate).
 func (s *Store) migrate(ctx context.Context) error {
 	p, err := s.migrationProvider()
 	if err != nil {
 		return fmt.Errorf("store: migrate: %w", err)
 	}
-
-	var unlock func()
-	switch {
-	case s.dialect == DialectPostgres:
-		unlock, err = lockMigrations(ctx, s.write)
-	case s.sqliteFile != "":
-		unlock, err = lockSQLiteMigrations(ctx, s.sqliteFile)
-	}
-	if err != nil {
-		return fmt.Errorf("store: migrate %s: %w", s.dialect, err)
-	}
-	if unlock != nil {
+	if s.dialect == DialectPostgres {
+		unlock, err := lockMigrations(ctx, s.write)
+		if err != nil {
+			return fmt.Errorf("store: migrate %s: %w", s.dialect, err)
+		}
 		defer unlock()
 	}
 	if _, err := p.Up(ctx); err != nil {

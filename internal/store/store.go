@@ -124,15 +124,30 @@ func Open(ctx context.Context, databaseURL string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := s.Ping(ctx); err != nil {
-		s.Close()
-		return nil, err
-	}
-	if err := s.migrate(ctx); err != nil {
+	if err := s.pingAndMigrate(ctx); err != nil {
 		s.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// pingAndMigrate checks the database answers and applies its migrations.
+// Beside a SQLite file both happen under the migration file lock: the
+// ping opens the first connection, whose pragmas switch a fresh file to
+// WAL, and SQLite answers that switch with SQLITE_BUSY at once, without
+// waiting out busy_timeout, while another process is migrating the file.
+func (s *Store) pingAndMigrate(ctx context.Context) error {
+	if s.sqliteFile != "" {
+		unlock, err := lockSQLiteMigrations(ctx, s.sqliteFile)
+		if err != nil {
+			return fmt.Errorf("store: open %s: %w", s.dialect, err)
+		}
+		defer unlock()
+	}
+	if err := s.Ping(ctx); err != nil {
+		return err
+	}
+	return s.migrate(ctx)
 }
 
 func isPostgresURL(u string) bool {
