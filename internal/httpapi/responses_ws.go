@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -180,7 +181,12 @@ func isWebSocketUpgrade(r *http.Request) bool {
 // runs first). Each response.create message runs one response, streamed
 // as the SSE stream's events, one text message each; turns run one at a
 // time, in the order they came.
-func handleResponsesSocket(a *responsesAPI) http.Handler {
+//
+// authn is the guard the upgrade passed; every response.create runs the
+// upgrade's credentials through it again (see socketCredentials), so a
+// revoked key, a disabled account or an expired token stops a socket at
+// its next turn, and a tier changed by an admin applies from then on.
+func handleResponsesSocket(a *responsesAPI, authn func(http.Handler) http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !isWebSocketUpgrade(r) {
 			a.writeError(w, r, &apiError{status: http.StatusUpgradeRequired,
@@ -203,13 +209,82 @@ func handleResponsesSocket(a *responsesAPI) http.Handler {
 			}
 			return // Accept has answered
 		}
-		a.serveSocket(r.Context(), conn)
+		a.serveSocket(r.Context(), conn, newSocketCredentials(r, authn))
 	})
+}
+
+// socketCredentials re-checks the credentials a socket was opened with.
+// It replays the upgrade request's headers through the same guard as any
+// request, so keys, tokens and account states are judged by one piece of
+// code, with its caches: a check costs what a request's does.
+type socketCredentials struct {
+	upgrade *http.Request
+	guard   http.Handler
+}
+
+func newSocketCredentials(r *http.Request, authn func(http.Handler) http.Handler) *socketCredentials {
+	c := &socketCredentials{upgrade: r.Clone(context.WithoutCancel(r.Context()))}
+	c.upgrade.Body = http.NoBody
+	c.guard = authn(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.(*credentialCheck).principal = principalFrom(r.Context())
+		w.(*credentialCheck).passed = true
+	}))
+	return c
+}
+
+// check returns ctx acting for the caller as the guard sees them now, or
+// the guard's refusal as an error event's status and error object.
+func (c *socketCredentials) check(ctx context.Context) (context.Context, *socketErrorEvent) {
+	w := &credentialCheck{header: http.Header{}}
+	c.guard.ServeHTTP(w, c.upgrade.WithContext(ctx))
+	if w.passed {
+		return context.WithValue(ctx, ctxPrincipal, &w.principal), nil
+	}
+	ev := &socketErrorEvent{Type: "error", Status: w.status}
+	var body openAIErrorBody
+	if json.Unmarshal(w.body.Bytes(), &body) != nil || body.Error.Message == "" {
+		body.Error = openAIErrorObject{Message: "Not authenticated", Type: "authentication_error"}
+	}
+	if body.Error.Code == nil {
+		code := body.Error.Type
+		body.Error.Code = &code
+	}
+	if ev.Status == 0 {
+		ev.Status = http.StatusUnauthorized
+	}
+	ev.Error = body.Error
+	return ctx, ev
+}
+
+// credentialCheck is the ResponseWriter a credential check runs against:
+// the guard's refusal is kept to be sent as an event instead.
+type credentialCheck struct {
+	header    http.Header
+	status    int
+	body      bytes.Buffer
+	passed    bool
+	principal principal
+}
+
+func (w *credentialCheck) Header() http.Header { return w.header }
+
+func (w *credentialCheck) WriteHeader(status int) {
+	if w.status == 0 {
+		w.status = status
+	}
+}
+
+func (w *credentialCheck) Write(b []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	if w.body.Len()+len(b) > 64<<10 {
+		return len(b), nil // an error body is small; drop anything beyond
+	}
+	return w.body.Write(b)
 }
 
 // serveSocket runs a socket until the client leaves, it idles out, or the
 // server drains it.
-func (a *responsesAPI) serveSocket(parent context.Context, conn *websocket.Conn) {
+func (a *responsesAPI) serveSocket(parent context.Context, conn *websocket.Conn, creds *socketCredentials) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	tr := a.m.gw.Tier(callerOf(ctx))
@@ -270,7 +345,15 @@ func (a *responsesAPI) serveSocket(parent context.Context, conn *websocket.Conn)
 		select {
 		case data := <-msgs:
 			idle.Stop()
-			a.socketTurn(ctx, conn, tr, mem, data)
+			turnCtx, refused := creds.check(ctx)
+			if refused != nil {
+				// The credentials the socket was opened with no longer
+				// hold: say why, then close; a new socket needs new ones.
+				a.sendSocketEvent(ctx, conn, refused)
+				closeWith(websocket.StatusPolicyViolation, "credentials no longer valid")
+				return
+			}
+			a.socketTurn(turnCtx, conn, a.m.gw.Tier(callerOf(turnCtx)), mem, data)
 			select {
 			case <-a.sockets.drain:
 				closeWith(websocket.StatusGoingAway, "server shutting down")
@@ -319,7 +402,12 @@ func (a *responsesAPI) sendSocketError(ctx context.Context, conn *websocket.Conn
 		code := body.Error.Type
 		body.Error.Code = &code
 	}
-	data, _ := json.Marshal(socketErrorEvent{Type: "error", Status: status, Error: body.Error})
+	a.sendSocketEvent(ctx, conn, &socketErrorEvent{Type: "error", Status: status, Error: body.Error})
+}
+
+// sendSocketEvent writes one error event, bounded by the write timeout.
+func (a *responsesAPI) sendSocketEvent(ctx context.Context, conn *websocket.Conn, ev *socketErrorEvent) {
+	data, _ := json.Marshal(ev)
 	wctx, cancel := context.WithTimeout(ctx, a.m.writeTimeout)
 	defer cancel()
 	_ = conn.Write(wctx, websocket.MessageText, data)

@@ -191,3 +191,67 @@ func TestSocketMemoryForgetsOldestPastItsBound(t *testing.T) {
 		t.Errorf("after drop: used %d", m.used)
 	}
 }
+
+// TestResponsesSocketRechecksCredentials stops an open socket at its next
+// turn once the credentials it was opened with no longer hold: a revoked
+// API key, or the account behind a token disabled. The refusal is an
+// error event with the HTTP answer's status and code, then a close with
+// 1008 (policy violation).
+func TestResponsesSocketRechecksCredentials(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t, testOptions{capacity: 1000})
+	closedWith := func(conn *websocket.Conn) websocket.StatusCode {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, _, err := conn.Read(ctx)
+		return websocket.CloseStatus(err)
+	}
+	const create = `{"type":"response.create","model":"m","store":false,"input":"hello"}`
+
+	t.Run("revoked key", func(t *testing.T) {
+		tok := a.user("ws-revoked@example.com")
+		id, key := a.newKey(tok, "socket")
+		conn := a.dialResponses(key)
+		if _, ev := socketTurn(t, conn, create); ev.Get("type").Str != "response.completed" {
+			t.Fatalf("turn before the revoke: %s", ev.Raw)
+		}
+		if r := a.do("DELETE", "/keys/"+id, tok, nil); r.status != http.StatusNoContent {
+			t.Fatalf("revoke: %d %s", r.status, r.body)
+		}
+		_, ev := socketTurn(t, conn, create)
+		if ev.Get("type").Str != "error" || ev.Get("status").Int() != http.StatusUnauthorized || ev.Get("error.message").Str == "" {
+			t.Errorf("turn after the revoke: %s, want a 401 error event", ev.Raw)
+		}
+		if code := closedWith(conn); code != websocket.StatusPolicyViolation {
+			t.Errorf("socket closed with %d, want 1008", code)
+		}
+	})
+
+	t.Run("disabled account", func(t *testing.T) {
+		tok := a.user("ws-disabled@example.com")
+		conn := a.dialResponses(tok)
+		if _, ev := socketTurn(t, conn, create); ev.Get("type").Str != "response.completed" {
+			t.Fatalf("turn before disabling: %s", ev.Raw)
+		}
+		if _, err := a.store.SetDisabled(context.Background(), a.userID(tok), true); err != nil {
+			t.Fatal(err)
+		}
+		// Account states are cached for a moment, as for every request.
+		var refused result
+		waitFor(t, func() bool {
+			refused = a.do("GET", "/v1/models", tok, nil)
+			return refused.status == http.StatusUnauthorized
+		})
+		// The event says what an HTTP request with the token is told.
+		_, ev := socketTurn(t, conn, create)
+		if ev.Get("type").Str != "error" || ev.Get("status").Int() != http.StatusUnauthorized ||
+			ev.Get("error.message").Str != "Account disabled" || ev.Get("error.message").Str != gjson.GetBytes(refused.body, "error.message").Str ||
+			ev.Get("error.code").Str != gjson.GetBytes(refused.body, "error.code").Str {
+			t.Errorf("turn after disabling: %s, want the 401 an HTTP request gets: %s", ev.Raw, refused.body)
+		}
+		if code := closedWith(conn); code != websocket.StatusPolicyViolation {
+			t.Errorf("socket closed with %d, want 1008", code)
+		}
+	})
+}

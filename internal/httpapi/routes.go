@@ -55,7 +55,7 @@ func addRoutes(mux router, d Deps, states *accountStates, openapi []byte) {
 	// reading, listing and deleting spend none.
 	mux.Handle("POST /v1/responses", authnKey(handleCreateResponse(resp)))
 	// The WebSocket mode: one rate-limit token per response.create.
-	mux.Handle("GET /v1/responses", authnKey(handleResponsesSocket(resp)))
+	mux.Handle("GET /v1/responses", authnKey(handleResponsesSocket(resp, authnKey)))
 	mux.Handle("GET /v1/responses/{id}", authnKey(handleGetResponse(resp)))
 	mux.Handle("DELETE /v1/responses/{id}", authnKey(handleDeleteResponse(resp)))
 	mux.Handle("GET /v1/responses/{id}/input_items", authnKey(handleInputItems(resp)))
