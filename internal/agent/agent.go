@@ -30,28 +30,17 @@ import (
 
 	"github.com/agentapi/agentapi/internal/gateway"
 	"github.com/agentapi/agentapi/internal/llm"
+	"github.com/agentapi/agentapi/internal/mcp"
 	"github.com/agentapi/agentapi/internal/responses"
 )
 
-// Tool is one tool an MCP server offers.
-type Tool struct {
-	Name        string
-	Description string
-	InputSchema json.RawMessage
-	Annotations json.RawMessage
-}
+// Tool is one tool an MCP server offers: internal/mcp's, so the client's
+// lists pass through unchanged.
+type Tool = mcp.Tool
 
-// Result is what a tool call answered.
-type Result struct {
-	// Output is the text of the result (already cut, and marked as cut,
-	// by the client when it was over its size cap).
-	Output string
-	// IsError says the tool answered with an MCP error result.
-	IsError bool
-	// Truncated says Output was cut; Bytes is its size before.
-	Truncated bool
-	Bytes     int
-}
+// Result is what a tool call answered: internal/mcp's. Its Output is
+// already cut, and marked as cut, by the client when over its size cap.
+type Result = mcp.Result
 
 // Tools reaches the request's MCP servers by label (internal/mcp's
 // client over the servers the caller resolved). Every call must respect

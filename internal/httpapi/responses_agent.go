@@ -251,11 +251,7 @@ func (t agentTools) ListTools(ctx context.Context, label string) ([]agent.Tool, 
 	if err != nil {
 		return nil, agentErr(err)
 	}
-	out := make([]agent.Tool, len(tools))
-	for i, tl := range tools {
-		out[i] = agent.Tool{Name: tl.Name, Description: tl.Description, InputSchema: tl.InputSchema, Annotations: tl.Annotations}
-	}
-	return out, nil
+	return tools, nil
 }
 
 func (t agentTools) CallTool(ctx context.Context, label, tool string, args json.RawMessage) (agent.Result, error) {
@@ -267,7 +263,7 @@ func (t agentTools) CallTool(ctx context.Context, label, tool string, args json.
 	if err != nil {
 		return agent.Result{}, agentErr(err)
 	}
-	return agent.Result{Output: res.Output, IsError: res.IsError, Truncated: res.Truncated, Bytes: res.Bytes}, nil
+	return res, nil
 }
 
 // agentErr makes the MCP client's timeout read as one to the loop, and a
