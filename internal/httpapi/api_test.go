@@ -86,7 +86,7 @@ func TestRegister(t *testing.T) {
 		{"not an object", `[1,2]`, 422, ""},
 		{"empty", ``, 400, ""},
 		{"two objects", `{} {}`, 400, ""},
-		{"stray closing brace", `{}}`, 400, ""}, // found by FuzzDecodeJSON
+		{"stray closing brace", `{}}`, 400, ""}, // found by the body decoder's fuzz target (jsonbody.FuzzDecode)
 	}
 	for _, tc := range cases {
 		r := a.do("POST", "/auth/register", "", tc.body)
