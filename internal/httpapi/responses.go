@@ -214,7 +214,7 @@ func (a *responsesAPI) prepare(ctx context.Context, tr tier.Tier, req *responses
 	t := &turn{req: req, model: model, userID: p.UserID, mem: mem}
 	var err error
 	if usesAgent(req) {
-		if t.tools, err = a.agentTools(ctx, tr, req, mem); err != nil {
+		if t.tools, err = a.agentTools(ctx, tr, req); err != nil {
 			return nil, err
 		}
 	}

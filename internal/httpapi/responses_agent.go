@@ -90,14 +90,10 @@ func usesAgent(req *responses.Request) bool {
 }
 
 // agentTools resolves a request's MCP tools for prepare: refused when the
-// loop is not wired or on a WebSocket (not supported there yet).
-func (a *responsesAPI) agentTools(ctx context.Context, tr tier.Tier, req *responses.Request, mem *socketMemory) (*agentRequest, error) {
-	switch {
-	case a.agent == nil:
+// loop is not wired.
+func (a *responsesAPI) agentTools(ctx context.Context, tr tier.Tier, req *responses.Request) (*agentRequest, error) {
+	if a.agent == nil {
 		return nil, &responses.ParamError{Param: "tools", Code: "unsupported_parameter", Message: "Tools of type 'mcp' are not enabled on this server."}
-	case mem != nil:
-		return nil, &responses.ParamError{Param: "tools", Code: "unsupported_parameter",
-			Message: "Tools of type 'mcp' are not supported in WebSocket mode yet; use POST /v1/responses."}
 	}
 	return a.agent.resolve(ctx, callerOf(ctx), tr, req)
 }
@@ -278,56 +274,79 @@ func agentErr(err error) error {
 	return err
 }
 
-// runAgent runs a response with server-side tools: the loop's model
-// turns (each a governed call of its own) and tool calls, then the
-// stored response, plain or streamed. call is the request's first
-// governed call, which spent its rate-limit token; no model call is made
-// on it.
+// runAgent runs a response with server-side tools over HTTP: plain (the
+// stored response as JSON) or streamed (server-sent events). call is the
+// request's first governed call, which spent its rate-limit token; no
+// model call is made on it.
 func (a *responsesAPI) runAgent(w http.ResponseWriter, r *http.Request, call *gateway.Call, tn *turn) error {
-	req, resp, history, ar, opts := tn.req, tn.resp, tn.history, tn.tools, tn.chatOpts
-	ctx := r.Context()
 	m := a.m
-	info := requestInfoFrom(ctx)
-	call.Finish(ctx, resp.Model, llm.Usage{})
-
-	t := responses.NewTranslator(resp)
-	started := t.Start()
 	var rc *http.ResponseController
 	var end func()
-	buf := make([]byte, 0, 1024)
-	var clientErr error
-	write := func(events []responses.Event) error {
-		for _, ev := range events {
-			if clientErr != nil {
-				break
-			}
-			buf = ev.AppendSSE(buf[:0])
-			clientErr = m.writeEvent(rc, w, buf)
-		}
-		return clientErr
-	}
-	open := func() {
-		if rc == nil {
-			rc, end = m.openEventStream(w)
-			write(started)
-		}
-	}
 	defer func() {
 		if end != nil {
 			end()
 		}
 	}()
 	var emit func([]responses.Event) error
-	if req.Stream {
-		emit = func(ev []responses.Event) error {
-			open()
-			return write(ev)
+	if tn.req.Stream {
+		buf := make([]byte, 0, 1024)
+		emit = func(events []responses.Event) error {
+			if rc == nil {
+				rc, end = m.openEventStream(w)
+			}
+			for _, ev := range events {
+				buf = ev.AppendSSE(buf[:0])
+				if err := m.writeEvent(rc, w, buf); err != nil {
+					return err
+				}
+			}
+			return nil
 		}
+	}
+	cut, err := a.agentTurn(r.Context(), call, tn, emit)
+	if err != nil || cut || tn.req.Stream {
+		return err
+	}
+	writeJSON(w, http.StatusOK, tn.resp)
+	return nil
+}
+
+// agentTurn runs the tool loop for one response and stores it. With emit,
+// every event goes out through it, response.created first; without, the
+// caller answers with tn.resp. An error is returned only while nothing
+// has gone out (the caller answers it with its own status); after that,
+// failures go out as events. cut reports a client that left.
+func (a *responsesAPI) agentTurn(ctx context.Context, call *gateway.Call, tn *turn, emit func([]responses.Event) error) (cut bool, err error) {
+	req, resp, history, ar, opts := tn.req, tn.resp, tn.history, tn.tools, tn.chatOpts
+	m := a.m
+	info := requestInfoFrom(ctx)
+	call.Finish(ctx, resp.Model, llm.Usage{})
+
+	t := responses.NewTranslator(resp)
+	started := t.Start()
+	sent := false
+	var clientErr error
+	write := func(events []responses.Event) error {
+		if clientErr != nil {
+			return clientErr
+		}
+		if !sent {
+			sent = true
+			if clientErr = emit(started); clientErr != nil {
+				return clientErr
+			}
+		}
+		clientErr = emit(events)
+		return clientErr
+	}
+	var loopEmit func([]responses.Event) error
+	if emit != nil {
+		loopEmit = write
 	}
 	out, err := a.agent.loop.Run(ctx, agent.Run{
 		Principal: callerOf(ctx), RequestID: info.id, Request: req, History: history, Chat: opts,
 		Translator: t, Servers: ar.servers, Tools: agentTools{client: a.agent.d.Client, servers: ar.byLabel},
-		MaxToolCalls: ar.maxToolCalls, Emit: emit,
+		MaxToolCalls: ar.maxToolCalls, Emit: loopEmit,
 		OnCall: func(c *gateway.Call) { info.noteCall(c) },
 	})
 	if info != nil {
@@ -338,9 +357,9 @@ func (a *responsesAPI) runAgent(w http.ResponseWriter, r *http.Request, call *ga
 		if errors.Is(err, agent.ErrUpstreamAnswer) {
 			err = &apiError{status: http.StatusBadGateway, message: "Upstream model failed", cause: err}
 		}
-		if rc == nil {
+		if !sent {
 			// Nothing has gone out: the error gets its own status.
-			return err
+			return false, err
 		}
 		info.err = err
 		m.logger.LogAttrs(ctx, slog.LevelError, "agent response failed", slog.String("request_id", info.id), slog.String("error", err.Error()))
@@ -353,23 +372,19 @@ func (a *responsesAPI) runAgent(w http.ResponseWriter, r *http.Request, call *ga
 		}
 		m.logger.LogAttrs(ctx, slog.LevelInfo, "agent response ended by the client", slog.String("request_id", info.id),
 			slog.String("response_id", resp.ID), slog.Int64("tokens", out.Usage.TotalTokens), slog.Int("tool_calls", out.ToolCalls))
-		return nil
+		return true, nil
 	}
 	if err := a.finish(ctx, tn); err != nil {
-		if !req.Stream {
-			return err
+		if emit == nil {
+			return false, err
 		}
 		info.err = err
 		m.logger.LogAttrs(ctx, slog.LevelError, "could not store a response", slog.String("request_id", info.id), slog.String("error", err.Error()))
-		open()
 		write([]responses.Event{t.ErrorEvent("store_unavailable", "The response could not be stored; retry (request id "+info.id+").")})
-		return nil
+		return false, nil
 	}
-	if req.Stream {
-		open()
+	if emit != nil {
 		write([]responses.Event{t.Terminal()})
-		return nil
 	}
-	writeJSON(w, http.StatusOK, resp)
-	return nil
+	return false, nil
 }

@@ -425,3 +425,44 @@ func lastResponseID(t *testing.T, a *testAPI) string {
 	}
 	return ""
 }
+
+// TestAgentOverWebSocket runs server-side tools in WebSocket mode: the
+// loop's events go out as messages in order, with the mcp_* events, and
+// an approval asked on a store:false response is answered on the same
+// socket from its memory.
+func TestAgentOverWebSocket(t *testing.T) {
+	t.Parallel()
+	f := newAgentFixture(t, false)
+	a := newTestAPI(t, testOptions{capacity: 100, provider: scripted(t, "echo", `{"text":"over the socket"}`), agent: f.deps, maxToolCalls: 8})
+	conn := a.dialResponses(a.user("ws-agent@example.com"))
+
+	types, last := socketTurn(t, conn, `{"type":"response.create","model":"m","store":false,"input":"echo please","tools":[{"type":"mcp","server_label":"tools"}]}`)
+	joined := strings.Join(types, " ")
+	for _, want := range []string{"response.created", "response.mcp_list_tools.completed", "response.mcp_call.in_progress", "response.mcp_call.completed", "response.output_text.delta"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("events lack %s: %v", want, types)
+		}
+	}
+	if last.Get("type").Str != "response.completed" || types[0] != "response.created" {
+		t.Fatalf("turn: %v, last %s", types, last.Raw)
+	}
+	out := last.Get("response.output")
+	if out.Get("#").Int() != 3 || out.Get("1.type").Str != "mcp_call" || out.Get("1.output").Str != "echo: over the socket" {
+		t.Errorf("output %s", out.Raw)
+	}
+	if last.Get("response.usage.total_tokens").Int() != 42 || f.echoes.Load() != 1 {
+		t.Errorf("usage %s, echoes %d", last.Get("response.usage").Raw, f.echoes.Load())
+	}
+
+	// An approval: asked, then answered from the socket's memory.
+	_, asked := socketTurn(t, conn, `{"type":"response.create","model":"m","store":false,"input":"echo please","tools":[{"type":"mcp","server_label":"gated"}]}`)
+	req := asked.Get(`response.output.#(type=="mcp_approval_request")`)
+	if asked.Get("type").Str != "response.completed" || req.Get("id").Str == "" || f.echoes.Load() != 1 {
+		t.Fatalf("approval turn: %s", asked.Raw)
+	}
+	_, done := socketTurn(t, conn, `{"type":"response.create","model":"m","store":false,"previous_response_id":"`+asked.Get("response.id").Str+
+		`","tools":[{"type":"mcp","server_label":"gated"}],"input":[{"type":"mcp_approval_response","approval_request_id":"`+req.Get("id").Str+`","approve":true}]}`)
+	if done.Get("type").Str != "response.completed" || done.Get(`response.output.#(type=="mcp_call").output`).Str != "echo: over the socket" || f.echoes.Load() != 2 {
+		t.Errorf("approved turn: %s (echoes %d)", done.Raw, f.echoes.Load())
+	}
+}

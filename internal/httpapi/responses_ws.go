@@ -441,7 +441,7 @@ func (a *responsesAPI) socketTurn(ctx context.Context, conn *websocket.Conn, tr 
 		fail(err)
 		return
 	}
-	res := a.streamTurn(ctx, call, t, func(events []responses.Event) error {
+	emit := func(events []responses.Event) error {
 		for _, ev := range events {
 			wctx, cancel := context.WithTimeout(ctx, a.m.writeTimeout)
 			err := conn.Write(wctx, websocket.MessageText, ev.Data)
@@ -451,8 +451,14 @@ func (a *responsesAPI) socketTurn(ctx context.Context, conn *websocket.Conn, tr 
 			}
 		}
 		return nil
-	})
-	if res.startErr != nil {
+	}
+	if t.tools != nil {
+		// Server-side tools: the loop's events go out as the stream's do.
+		if _, err := a.agentTurn(ctx, call, t, emit); err != nil {
+			fail(err)
+			return
+		}
+	} else if res := a.streamTurn(ctx, call, t, emit); res.startErr != nil {
 		fail(res.startErr)
 		return
 	}
