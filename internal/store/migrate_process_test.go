@@ -50,18 +50,7 @@ func TestSQLiteMigrateTwoProcesses(t *testing.T) {
 		t.Skip("child process")
 	}
 	url := "sqlite://" + filepath.Join(t.TempDir(), "two.db")
-	s, err := Open(t.Context(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := s.migrationProvider()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.DownTo(t.Context(), 0); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
+	pendingMigrations(t, url)
 	start := strconv.FormatInt(time.Now().Add(500*time.Millisecond).UnixNano(), 10)
 	var out [2]bytes.Buffer
 	cmds := make([]*exec.Cmd, 2)
@@ -82,7 +71,7 @@ func TestSQLiteMigrateTwoProcesses(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
-	s, err = Open(t.Context(), url)
+	s, err := Open(t.Context(), url)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -715,22 +715,29 @@ func TestPostgresConcurrentOpen(t *testing.T) {
 	t.Run("PendingMigrations", func(t *testing.T) {
 		t.Parallel()
 		url := pgtest.URL(t)
-		s, err := Open(t.Context(), url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := s.migrationProvider()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := p.DownTo(t.Context(), 0); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Close(); err != nil {
-			t.Fatal(err)
-		}
+		pendingMigrations(t, url)
 		testConcurrentOpen(t, url)
 	})
+}
+
+// pendingMigrations leaves the database at url with goose's version table
+// and every migration pending: migrated, then rolled back to version 0.
+func pendingMigrations(t *testing.T, url string) {
+	t.Helper()
+	s, err := Open(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.migrationProvider()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.DownTo(t.Context(), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func testConcurrentOpen(t *testing.T, url string) {
@@ -974,20 +981,7 @@ func TestSQLiteConcurrentOpen(t *testing.T) {
 	t.Run("PendingMigrations", func(t *testing.T) {
 		t.Parallel()
 		url := "sqlite://" + filepath.Join(t.TempDir(), "pending.db")
-		s, err := Open(t.Context(), url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := s.migrationProvider()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := p.DownTo(t.Context(), 0); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Close(); err != nil {
-			t.Fatal(err)
-		}
+		pendingMigrations(t, url)
 		testConcurrentOpen(t, url)
 	})
 }
