@@ -132,25 +132,7 @@ func testDeployment(t *testing.T, d redisDeployment) {
 		}
 		burstUser := pickUser(t, rs, name+"-burst", pick)
 		const n = 45
-		replies := make([]reply, n)
-		errs := make([]error, n)
-		start := make(chan struct{})
-		var wg sync.WaitGroup
-		for i := range n {
-			wg.Go(func() {
-				<-start
-				replies[i], errs[i] = send("POST", rs[i%3].url+"/chat", burstUser, map[string]string{"message": fmt.Sprintf("%s burst %d", name, i)})
-			})
-		}
-		close(start)
-		wg.Wait()
-		count := map[int]int{}
-		for i, r := range replies {
-			if errs[i] != nil {
-				t.Fatal(errs[i])
-			}
-			count[r.status]++
-		}
+		count := burst(t, rs, burstUser, name+" burst", n)
 		if count[200] != 5 || count[429] != n-5 {
 			t.Errorf("%s: %d simultaneous requests over 3 replicas: statuses %v, want exactly 5×200 and %d×429", name, n, count, n-5)
 		}

@@ -93,7 +93,7 @@ func TestFaultSlowRedisWithinLimiterTimeout(t *testing.T) {
 	s := startServer(t, env)
 	token, _ := newFaultUser(t, s, "slow-default@example.com")
 	proxy.SetLatency(150 * time.Millisecond)
-	got := burst(t, s, token, "slow", 7)
+	got := burst(t, []*server{s}, token, "slow", 7)
 	proxy.SetLatency(0)
 	t.Logf("statuses %v", got)
 	if logHas(s, "rate limiter: shared store unavailable, using fallback") {

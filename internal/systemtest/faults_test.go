@@ -780,17 +780,21 @@ func TestFaultRedisScriptFlushMidLoad(t *testing.T) {
 	assertCleanLogs(t, rs...)
 }
 
-// burst sends n chats at once and returns their statuses.
-func burst(t *testing.T, s *server, token, prefix string, n int) map[int]int {
+// burst sends n chats as token at once, spread over rs in turn, and
+// returns their statuses; each must be an answer, 200 or 429.
+func burst(t *testing.T, rs []*server, token, prefix string, n int) map[int]int {
 	t.Helper()
 	replies := make([]reply, n)
 	errs := make([]error, n)
+	start := make(chan struct{})
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			replies[i], errs[i] = send("POST", s.url+"/chat", token, map[string]string{"message": fmt.Sprintf("%s %d", prefix, i)})
+			<-start
+			replies[i], errs[i] = send("POST", rs[i%len(rs)].url+"/chat", token, map[string]string{"message": fmt.Sprintf("%s %d", prefix, i)})
 		})
 	}
+	close(start)
 	wg.Wait()
 	counts := map[int]int{}
 	for i, r := range replies {
@@ -842,7 +846,7 @@ func TestFaultRedisSlow(t *testing.T) {
 			// Seven at once: five pass, whoever decides, because the
 			// in-process fallback starts with a full bucket of its own.
 			const n = 7
-			if got := burst(t, s, token, "slow", n); got[http.StatusOK] != capacity || got[http.StatusTooManyRequests] != n-capacity {
+			if got := burst(t, []*server{s}, token, "slow", n); got[http.StatusOK] != capacity || got[http.StatusTooManyRequests] != n-capacity {
 				t.Errorf("%d chats at once with Redis %v slow: statuses %v, want %d passed", n, tc.latency, got, capacity)
 			}
 			fellBack := logHas(s, "rate limiter: shared store unavailable, using fallback")

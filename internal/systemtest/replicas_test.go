@@ -17,7 +17,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -307,25 +306,7 @@ func TestReplicasShareLimitCacheAndAccounts(t *testing.T) {
 	t.Run("simultaneous", func(t *testing.T) {
 		token := signUp(t, rs[2], rs[0], "burst@example.com")
 		const n = 45
-		replies := make([]reply, n)
-		errs := make([]error, n)
-		start := make(chan struct{})
-		var wg sync.WaitGroup
-		for i := range n {
-			wg.Go(func() {
-				<-start
-				replies[i], errs[i] = send("POST", rs[i%3].url+"/chat", token, map[string]string{"message": fmt.Sprintf("burst %d", i)})
-			})
-		}
-		close(start)
-		wg.Wait()
-		count := map[int]int{}
-		for i, r := range replies {
-			if errs[i] != nil {
-				t.Fatal(errs[i])
-			}
-			count[r.status]++
-		}
+		count := burst(t, rs, token, "burst", n)
 		if count[200] != 5 || count[429] != n-5 {
 			t.Errorf("%d simultaneous requests over 3 replicas: statuses %v, want exactly 5×200 and %d×429", n, count, n-5)
 		}
