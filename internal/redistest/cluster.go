@@ -15,6 +15,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -194,26 +195,17 @@ func (d *deployment) run(n *Node) error {
 		c = d.sentinelClient(n.Addr())
 	}
 	defer c.Close()
-	deadline := time.Now().Add(readyWait)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-p.exited:
-			n.proc = nil
-			out, _ := os.ReadFile(filepath.Join(n.dir, "server.log"))
-			return fmt.Errorf("port %d: redis-server exited: %w; log:\n%s", n.Port, err, tail(out))
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			n.Kill()
-			return fmt.Errorf("port %d: not ready after %s: %w", n.Port, readyWait, err)
-		}
+	err = pingUntilReady(c, p.exited, 500*time.Millisecond)
+	switch {
+	case errors.Is(err, errExited):
+		n.proc = nil
+		out, _ := os.ReadFile(filepath.Join(n.dir, "server.log"))
+		return fmt.Errorf("port %d: %w; log:\n%s", n.Port, err, tail(out))
+	case err != nil:
+		n.Kill()
+		return fmt.Errorf("port %d: %w", n.Port, err)
 	}
+	return nil
 }
 
 // tail is the last lines of a server log, for a failure message.

@@ -14,6 +14,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -242,10 +243,22 @@ func waitReady(url string, exited <-chan struct{}) error {
 	opts.MaxRetries = -1
 	c := redis.NewClient(opts)
 	defer c.Close()
+	return pingUntilReady(c, exited, 200*time.Millisecond)
+}
 
+// errExited is wrapped by pingUntilReady's error when the server's
+// process ended before it answered.
+var errExited = errors.New("redis-server exited before answering")
+
+// pingUntilReady pings c, each ping bounded by perPing, until it answers,
+// exited is closed (an error wrapping errExited), or readyWait runs out.
+// The error carries the last ping's.
+func pingUntilReady(c interface {
+	Ping(context.Context) *redis.StatusCmd
+}, exited <-chan struct{}, perPing time.Duration) error {
 	deadline := time.Now().Add(readyWait)
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), perPing)
 		err := c.Ping(ctx).Err()
 		cancel()
 		if err == nil {
@@ -253,7 +266,7 @@ func waitReady(url string, exited <-chan struct{}) error {
 		}
 		select {
 		case <-exited:
-			return fmt.Errorf("redis-server exited before answering: %w", err)
+			return fmt.Errorf("%w: %w", errExited, err)
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
