@@ -567,17 +567,31 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	if !t.Run("the usage page totals the range and makes its CSV", func(t *testing.T) {
 		person := personTab.with(t)
-		person.open("/console/usage")
-		person.wait("the usage table", `document.querySelector('#usage-table tfoot tr') !== null && !document.getElementById('csv').disabled`)
 		now := time.Now().UTC()
 		from, to := now.AddDate(0, 0, -29).Format("2006-01-02"), now.Format("2006-01-02")
-		code, m := apiCall(t, "GET", base+"/usage?from="+from+"&to="+to, login(t, base, userEmail, userPass), nil)
-		if code != 200 {
-			t.Fatalf("GET /usage = %d", code)
+		token := login(t, base, userEmail, userPass)
+		apiTotal := func() string {
+			code, m := apiCall(t, "GET", base+"/usage?from="+from+"&to="+to, token, nil)
+			if code != 200 {
+				t.Fatalf("GET /usage = %d", code)
+			}
+			return fmt.Sprint(m["totals"].(map[string]any)["total_tokens"])
 		}
-		want := fmt.Sprint(m["totals"].(map[string]any)["total_tokens"])
-		if got := strings.ReplaceAll(eval[string](person, `document.getElementById('usage-total').textContent`), ",", ""); got != want {
-			t.Errorf("the table's total is %s tokens, /usage says %s", got, want)
+		// Usage is recorded in batches, after the answers the earlier
+		// steps waited for, so a total read while the last records were on
+		// their way moves on. The page must show exactly what /usage says
+		// when /usage says the same before and after the page loaded.
+		var before, got, after string
+		testkit.Eventually(t, 30*time.Second, "the usage page loaded while /usage held still", func() bool {
+			before = apiTotal()
+			person.open("/console/usage")
+			person.wait("the usage table", `document.querySelector('#usage-table tfoot tr') !== null && !document.getElementById('csv').disabled`)
+			got = strings.ReplaceAll(eval[string](person, `document.getElementById('usage-total').textContent`), ",", "")
+			after = apiTotal()
+			return before == after
+		})
+		if got != after {
+			t.Errorf("the table's total is %s tokens, /usage says %s", got, after)
 		}
 		// The CSV the download button saves: quoted where needed, and a
 		// cell that a spreadsheet would run as a formula is defused.
